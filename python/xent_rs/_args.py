@@ -1,0 +1,208 @@
+"""Argument normalisation and validation shared by the reference and the Rust-backed path.
+
+Both code paths call these helpers, so they raise the same exception types with the same
+messages. Every message starts with the name of the offending argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from typing import Any
+
+import numpy as np
+
+try:  # numpy >= 1.25
+    from numpy.exceptions import AxisError
+except ImportError:  # pragma: no cover - numpy 1.24
+    from numpy import AxisError  # type: ignore[attr-defined,no-redef]
+
+__all__ = [
+    "as_float_array",
+    "as_target",
+    "as_weight",
+    "binary_probs_out_of_range",
+    "broadcast_to_input",
+    "check_ignore_index",
+    "check_label_smoothing",
+    "check_reduction",
+    "compute_dtype",
+    "finish_reduction",
+    "first_position",
+    "normalize_axis",
+    "target_out_of_range",
+]
+
+_FLOAT64 = np.dtype(np.float64)
+_FLOAT32 = np.dtype(np.float32)
+_KEPT_FLOATS = (np.dtype(np.float16), _FLOAT32, _FLOAT64)
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    return dtype.name == "bfloat16"
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``np.asarray(x)`` as a native-byte-order floating array, without copying when possible.
+
+    float16, float32, float64 and bfloat16 are kept; bool, integer and other float widths
+    become float64. complex, object, string, void and datetime dtypes are a ``TypeError``.
+    """
+    a = np.asarray(x)
+    dtype = a.dtype
+    if _is_bfloat16(dtype):
+        return a
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool array"
+        )
+    if not dtype.isnative:
+        a = a.astype(dtype.newbyteorder("="))
+    if a.dtype not in _KEPT_FLOATS:
+        a = a.astype(np.float64)
+    return a
+
+
+def compute_dtype(dtype: Any) -> np.dtype:
+    """The precision of the arithmetic: float64 for float64, float32 for everything narrower."""
+    return _FLOAT64 if np.dtype(dtype) == _FLOAT64 else _FLOAT32
+
+
+def _as_int(value: Any, name: str, what: str = "an integer") -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__}") from None
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    """The non-negative axis; ``numpy.exceptions.AxisError`` when out of range."""
+    ax = _as_int(axis, name)
+    if not -ndim <= ax < ndim:
+        raise AxisError(ax, ndim, None if name == "axis" else name)
+    return ax % ndim
+
+
+def check_reduction(reduction: Any) -> str:
+    if not isinstance(reduction, str) or reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"reduction: expected 'none', 'mean' or 'sum', got {reduction!r}")
+    return reduction
+
+
+def check_label_smoothing(value: Any) -> float:
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"label_smoothing: expected a float, got {type(value).__name__}")
+    e = float(value)
+    if not 0.0 <= e <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_smoothing: expected a float in [0, 1], got {e}")
+    return e
+
+
+def check_ignore_index(value: Any) -> int:
+    i = _as_int(value, "ignore_index")
+    if not -_INT64_MAX - 1 <= i <= _INT64_MAX:
+        raise ValueError(f"ignore_index: {i} does not fit in a signed 64-bit integer")
+    return i
+
+
+def first_position(mask: np.ndarray) -> tuple[int, ...]:
+    """Multi-index of the first True element of ``mask`` in C order (for error messages)."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def as_target(
+    target: Any, x: np.ndarray, axis: int, name: str = "target"
+) -> tuple[str, np.ndarray]:
+    """Classify and normalise a categorical target.
+
+    Returns ``("index", int64 array of shape x.shape without axis)`` for integer targets, or
+    ``("probs", float array of x's shape)`` for floating (and bool) targets.
+    """
+    t = np.asarray(target)
+    batch = x.shape[:axis] + x.shape[axis + 1 :]
+    kind = t.dtype.kind
+    # An empty list becomes an empty float64 array: if it fits the batch shape, it is indices.
+    if kind in "iu" or (kind == "f" and t.size == 0 and t.shape == batch != x.shape):
+        if t.shape != batch:
+            raise ValueError(
+                f"{name}: shape {t.shape} does not match {batch}, the shape of logits without "
+                f"axis {axis} (logits shape {x.shape})"
+            )
+        if t.dtype.kind == "u" and t.dtype.itemsize >= 8 and t.size and t.max() > _INT64_MAX:
+            pos = first_position(t > _INT64_MAX)
+            raise ValueError(
+                f"{name}: class index {int(t[pos])} at position {pos} is out of range for "
+                f"{x.shape[axis]} classes (it does not fit in a signed 64-bit integer)"
+            )
+        return "index", t.astype(np.int64, copy=False)
+    if kind not in "bf" and not _is_bfloat16(t.dtype):
+        raise TypeError(
+            f"{name}: unsupported dtype {t.dtype}; expected an integer array of class indices "
+            "or a floating array of class probabilities"
+        )
+    if t.shape != x.shape:
+        raise ValueError(
+            f"{name}: shape {t.shape} does not match {x.shape}, the shape of logits (a floating "
+            "target holds class probabilities; class indices must be integers)"
+        )
+    t = as_float_array(t, name)
+    if x.dtype in (_FLOAT32, _FLOAT64):
+        t = t.astype(x.dtype, copy=False)
+    elif t.dtype != x.dtype:  # half-precision logits: keep matching halves, else compute dtype
+        t = t.astype(np.float32, copy=False)
+    return "probs", t
+
+
+def as_weight(weight: Any, n_classes: int, dtype: Any, name: str = "weight") -> np.ndarray | None:
+    """``None``, or a C-contiguous ``dtype`` array of shape ``(n_classes,)``."""
+    if weight is None:
+        return None
+    w = as_float_array(weight, name)
+    if w.shape != (n_classes,):
+        raise ValueError(
+            f"{name}: expected shape ({n_classes},), one weight per class, got {w.shape}"
+        )
+    with np.errstate(all="ignore"):
+        return np.ascontiguousarray(w, dtype=dtype)
+
+
+def target_out_of_range(
+    name: str, value: int, position: tuple[int, ...], n_classes: int, ignore_index: int
+) -> ValueError:
+    """The error for a class index outside ``[0, n_classes)`` (returned, not raised)."""
+    position = tuple(int(i) for i in position)
+    return ValueError(
+        f"{name}: class index {int(value)} at position {position} is out of range for "
+        f"{n_classes} classes (expected 0 <= index < {n_classes}, or ignore_index={ignore_index})"
+    )
+
+
+def binary_probs_out_of_range(name: str, value: Any, position: tuple[int, ...]) -> ValueError:
+    """The error for a binary probability outside ``[0, 1]`` (returned, not raised)."""
+    position = tuple(int(i) for i in position)
+    return ValueError(
+        f"{name}: probabilities must lie in [0, 1]; found {value} at position {position}"
+    )
+
+
+def broadcast_to_input(arr: Any, x_shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``arr`` as a float array broadcast (read-only view) to the input's shape."""
+    a = as_float_array(arr, name)
+    try:
+        return np.broadcast_to(a, x_shape)
+    except ValueError:
+        raise ValueError(
+            f"{name}: shape {a.shape} cannot be broadcast to {tuple(x_shape)}, the input's shape"
+        ) from None
+
+
+def finish_reduction(total: float, denominator: float, reduction: str, dtype: Any) -> np.generic:
+    """The scalar result of a ``"sum"`` or ``"mean"`` reduction, IEEE division (0/0 is nan)."""
+    scalar_type = np.dtype(dtype).type
+    with np.errstate(all="ignore"):
+        if reduction == "sum":
+            return scalar_type(total)
+        return scalar_type(np.float64(total) / np.float64(denominator))

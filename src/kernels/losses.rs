@@ -1,0 +1,755 @@
+//! Cross-entropy losses, their reductions and gradients.
+//!
+//! Accuracy: the loss of a row is computed from the statistics of the *other* classes and the
+//! target logit, so that a confident prediction (target = maximum, loss ~ 1e-10) is
+//! `log1p(Σ_{j≠t} exp(x_j - x_t))` with every difference carried exactly, not
+//! `logsumexp(x) - x_t`, which cancels to 0.
+
+use super::error::KernelError;
+use super::parallel::{map_blocks, map_blocks_with_output};
+use super::real::{Element, Real};
+use super::rows::{Rows, RowsMut};
+use super::simd::{dispatch, weighted_gap_sum, Isa, SimdTask};
+use super::softmax::{max_sum, run_rows, softmax_from_stats, MaxSum, RowKernel};
+use std::ops::Range;
+
+/// A sum carried as an unevaluated `hi + lo` (Neumaier), so that millions of per-row losses
+/// add up to within one rounding of the exact sum; `weight` sums the mean's denominator.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Total {
+    hi: f64,
+    lo: f64,
+    weight_hi: f64,
+    weight_lo: f64,
+}
+
+#[inline]
+fn two_sum(hi: &mut f64, lo: &mut f64, v: f64) {
+    let s = *hi + v;
+    let err = if hi.abs() >= v.abs() {
+        (*hi - s) + v
+    } else {
+        (v - s) + *hi
+    };
+    *hi = s;
+    *lo += err;
+}
+
+impl Total {
+    #[inline]
+    pub fn add(&mut self, loss: f64, weight: f64) {
+        two_sum(&mut self.hi, &mut self.lo, loss);
+        two_sum(&mut self.weight_hi, &mut self.weight_lo, weight);
+    }
+
+    pub fn merge(mut self, other: Total) -> Total {
+        self.add(other.hi, other.weight_hi);
+        self.lo += other.lo;
+        self.weight_lo += other.weight_lo;
+        self
+    }
+
+    /// The sum of the losses (NaN/inf propagate).
+    pub fn sum(&self) -> f64 {
+        if self.hi.is_finite() {
+            self.hi + self.lo
+        } else {
+            self.hi
+        }
+    }
+
+    /// The sum of the weights: the denominator of a mean.
+    pub fn weight(&self) -> f64 {
+        if self.weight_hi.is_finite() {
+            self.weight_hi + self.weight_lo
+        } else {
+            self.weight_hi
+        }
+    }
+}
+
+fn total_of(blocks: Vec<Result<Total, KernelError>>) -> Result<Total, KernelError> {
+    let mut total = Total::default();
+    for block in blocks {
+        total = total.merge(block?);
+    }
+    Ok(total)
+}
+
+/// Options shared by the losses over classes.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassOptions<'w, F> {
+    /// One weight per class.
+    pub weight: Option<&'w [F]>,
+    pub ignore_index: i64,
+    /// In `[0, 1]`.
+    pub label_smoothing: f64,
+}
+
+impl<F: Real> ClassOptions<'_, F> {
+    #[inline]
+    fn weight_of(&self, class: usize) -> f64 {
+        self.weight.map_or(1.0, |w| w[class].to_f64())
+    }
+
+    fn weight_sum(&self, n_classes: usize) -> f64 {
+        self.weight
+            .map_or(n_classes as f64, |w| w.iter().map(|v| v.to_f64()).sum())
+    }
+}
+
+/// Checks every class index and returns the sum of the target weights of the rows that are
+/// not ignored (the denominator of a mean), accumulated in row order.
+pub fn check_targets<F: Real>(
+    targets: &[i64],
+    n_classes: usize,
+    options: &ClassOptions<'_, F>,
+) -> Result<f64, KernelError> {
+    let mut total = Total::default();
+    for (row, &t) in targets.iter().enumerate() {
+        if t == options.ignore_index {
+            continue;
+        }
+        if t < 0 || t as u64 >= n_classes as u64 {
+            return Err(KernelError::TargetOutOfRange {
+                value: t,
+                row,
+                n_classes,
+                ignore_index: options.ignore_index,
+            });
+        }
+        total.add(0.0, options.weight_of(t as usize));
+    }
+    Ok(total.weight())
+}
+
+/// `exp(a - b)` in f64, exact difference included (for f64 inputs `a - b` may round).
+#[inline]
+fn exp_diff(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    let d = a - b;
+    let e = f64::sub_error(a, b, d);
+    let v = d.exp();
+    v + v * e
+}
+
+/// `logsumexp(x) - x_t` from the statistics of the other classes and `x_t`, plus the
+/// probability of the target and its complement `1 - p_t`, each without cancellation.
+#[derive(Clone, Copy, Debug)]
+struct TargetTerms {
+    nll: f64,
+    p_target: f64,
+    one_minus_p_target: f64,
+}
+
+#[inline]
+fn target_terms<F: Real>(others: MaxSum<F>, x_target: F) -> TargetTerms {
+    let (mo, so, xt) = (others.max.to_f64(), others.sum, x_target.to_f64());
+    if xt.is_finite() && mo < f64::INFINITY && so.is_finite() {
+        if xt >= mo {
+            // The target is the maximum: loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
+            let s = so * exp_diff(mo, xt);
+            TargetTerms {
+                nll: s.ln_1p(),
+                p_target: 1.0 / (1.0 + s),
+                one_minus_p_target: s / (1.0 + s),
+            }
+        } else {
+            let e = exp_diff(xt, mo);
+            TargetTerms {
+                nll: (mo - xt) + (so + e).ln(),
+                p_target: e / (so + e),
+                one_minus_p_target: so / (so + e),
+            }
+        }
+    } else {
+        // NaN or infinities: plain IEEE arithmetic on logsumexp - x_t.
+        let full = others.merge(MaxSum::single(x_target));
+        let nll = full.log_sum_exp() - xt;
+        let p = (-nll).exp();
+        TargetTerms {
+            nll,
+            p_target: p,
+            one_minus_p_target: 1.0 - p,
+        }
+    }
+}
+
+/// The statistics of all classes but `t`, and `x_t`.
+#[inline(always)]
+fn split_target<F: Real, const FMA: bool>(row: &[F], t: usize) -> (MaxSum<F>, F) {
+    let others = max_sum::<F, FMA>(&row[..t]).merge(max_sum::<F, FMA>(&row[t + 1..]));
+    (others, row[t])
+}
+
+/// `Σ_c w_c (logsumexp - x_c)` = `Σ_c w_c (m - x_c) + W log(sum)`, non-negative terms.
+#[inline(always)]
+fn smoothing_sum<F: Real>(
+    row: &[F],
+    full: MaxSum<F>,
+    weight: Option<&[F]>,
+    weight_sum: f64,
+) -> f64 {
+    weighted_gap_sum(row, full.max, weight) + weight_sum * full.sum.ln()
+}
+
+/// Where the gradient goes, and the factor (1/denominator for a mean) it is scaled by.
+#[derive(Clone, Copy, Debug)]
+pub struct GradOut<'r, 'a, E> {
+    pub rows: &'r RowsMut<'a, E>,
+    pub scale: f64,
+}
+
+struct CrossEntropyIndex<'r, 'a, E: Element> {
+    x: &'r Rows<'a, E>,
+    targets: &'r [i64],
+    options: ClassOptions<'r, E::Compute>,
+    weight_sum: f64,
+    grad: Option<GradOut<'r, 'a, E>>,
+}
+
+impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = Result<Total, KernelError>;
+
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) -> Self::Block {
+        let n_classes = self.x.len();
+        let eps = self.options.label_smoothing;
+        let smooth = eps / n_classes as f64;
+        let (mut scratch, mut grad_scratch) = (Vec::new(), Vec::new());
+        let mut total = Total::default();
+        for (r, o) in rows.zip(out) {
+            let t = self.targets[r];
+            if t == self.options.ignore_index {
+                *o = E::Compute::ZERO;
+                if let Some(g) = self.grad {
+                    // SAFETY: each row is written by exactly one block.
+                    unsafe {
+                        g.rows
+                            .with_row(r, &mut grad_scratch, |row| row.fill(E::Compute::ZERO))
+                    };
+                }
+                continue;
+            }
+            let t = usize::try_from(t).ok().filter(|&t| t < n_classes).ok_or(
+                KernelError::TargetOutOfRange {
+                    value: t,
+                    row: r,
+                    n_classes,
+                    ignore_index: self.options.ignore_index,
+                },
+            )?;
+            let row = self.x.row(r, &mut scratch);
+            let (others, x_t) = split_target::<E::Compute, FMA>(row, t);
+            let terms = target_terms(others, x_t);
+            let w_t = self.options.weight_of(t);
+            let full = others.merge(MaxSum::single(x_t));
+            let loss = if eps == 0.0 {
+                w_t * terms.nll
+            } else {
+                let spread = smoothing_sum(row, full, self.options.weight, self.weight_sum);
+                (1.0 - eps) * w_t * terms.nll + smooth * spread
+            };
+            *o = E::Compute::from_f64(loss);
+            total.add(loss, w_t);
+            if let Some(g) = self.grad {
+                // d/dx_c = (1-eps) w_t (p_c - [c = t]) + (eps/C) (W p_c - w_c), times scale.
+                let a =
+                    E::Compute::from_f64(g.scale * ((1.0 - eps) * w_t + smooth * self.weight_sum));
+                let b = E::Compute::from_f64(g.scale * smooth);
+                let g_t = g.scale
+                    * (smooth * (self.weight_sum * terms.p_target - w_t)
+                        - (1.0 - eps) * w_t * terms.one_minus_p_target);
+                let weight = self.options.weight;
+                // SAFETY: each row is written by exactly one block.
+                unsafe {
+                    g.rows.with_row(r, &mut grad_scratch, |dst| {
+                        softmax_from_stats::<E::Compute, FMA>(row, full, dst, false);
+                        match weight {
+                            Some(w) => dst
+                                .iter_mut()
+                                .zip(w)
+                                .for_each(|(d, &wc)| *d = a * *d - b * wc),
+                            None => dst.iter_mut().for_each(|d| *d = a * *d - b),
+                        }
+                        dst[t] = E::Compute::from_f64(g_t);
+                    })
+                };
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Cross-entropy from logits with class-index targets (one per row); `out` receives the loss
+/// of every row. Returns the total loss and the mean's denominator (the target weights of the
+/// rows not ignored). With `grad`, also writes d loss / d logits.
+pub fn cross_entropy_index<E: Element>(
+    isa: Isa,
+    x: &Rows<'_, E>,
+    targets: &[i64],
+    options: ClassOptions<'_, E::Compute>,
+    out: &mut [E::Compute],
+    grad: Option<GradOut<'_, '_, E>>,
+) -> Result<Total, KernelError> {
+    assert_eq!(x.n_rows(), targets.len());
+    assert_eq!(x.n_rows(), out.len());
+    if let Some(w) = options.weight {
+        assert_eq!(w.len(), x.len());
+    }
+    let kernel = CrossEntropyIndex {
+        x,
+        targets,
+        options,
+        weight_sum: options.weight_sum(x.len()),
+        grad,
+    };
+    total_of(run_rows(isa, &kernel, out, x.len()))
+}
+
+struct CrossEntropyProbs<'r, 'a, E: Element> {
+    x: &'r Rows<'a, E>,
+    target: &'r Rows<'a, E>,
+    options: ClassOptions<'r, E::Compute>,
+    grad: Option<GradOut<'r, 'a, E>>,
+}
+
+impl<E: Element> RowKernel for CrossEntropyProbs<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = Result<Total, KernelError>;
+
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) -> Self::Block {
+        let n_classes = self.x.len();
+        let eps = self.options.label_smoothing;
+        let smooth = eps / n_classes as f64;
+        let (mut xs, mut ts, mut gs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut total = Total::default();
+        for (r, o) in rows.zip(out) {
+            let row = self.x.row(r, &mut xs);
+            let target = self.target.row(r, &mut ts);
+            let stats = max_sum::<E::Compute, FMA>(row);
+            let (m, log_sum) = (stats.max.to_f64(), stats.sum.ln());
+            // loss = Σ_c w_c t'_c (lse - x_c) with t' = (1-eps) t + eps/C.
+            let (mut weighted_gap, mut mass) = (0.0f64, 0.0f64);
+            for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
+                let wt = self.options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
+                weighted_gap += wt * (m - xc.to_f64());
+                mass += wt;
+            }
+            let loss = weighted_gap + mass * log_sum;
+            *o = E::Compute::from_f64(loss);
+            total.add(loss, 1.0);
+            if let Some(g) = self.grad {
+                // d/dx_c = (Σ_k w_k t'_k) p_c - w_c t'_c, times scale.
+                let a = E::Compute::from_f64(g.scale * mass);
+                let options = &self.options;
+                // SAFETY: each row is written by exactly one block.
+                unsafe {
+                    g.rows.with_row(r, &mut gs, |dst| {
+                        softmax_from_stats::<E::Compute, FMA>(row, stats, dst, false);
+                        for (c, (d, &tc)) in dst.iter_mut().zip(target).enumerate() {
+                            let wt = options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
+                            *d = a * *d - E::Compute::from_f64(g.scale * wt);
+                        }
+                    })
+                };
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// Cross-entropy from logits with probability targets (rows of the same length as `x`).
+pub fn cross_entropy_probs<E: Element>(
+    isa: Isa,
+    x: &Rows<'_, E>,
+    target: &Rows<'_, E>,
+    options: ClassOptions<'_, E::Compute>,
+    out: &mut [E::Compute],
+    grad: Option<GradOut<'_, '_, E>>,
+) -> Result<Total, KernelError> {
+    assert_eq!((x.n_rows(), x.len()), (target.n_rows(), target.len()));
+    assert_eq!(x.n_rows(), out.len());
+    let kernel = CrossEntropyProbs {
+        x,
+        target,
+        options,
+        grad,
+    };
+    total_of(run_rows(isa, &kernel, out, x.len()))
+}
+
+/// What a row's class terms are made of, for the losses over given (log-)probabilities.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ClassTerm {
+    /// `-x_c`: negative log-likelihood of log-probabilities (`nll_loss`).
+    NegLogProb,
+    /// `-log(clip(x_c, eps, 1 - eps))` of probabilities (`categorical_cross_entropy`).
+    ClippedLog { eps: f64 },
+}
+
+impl ClassTerm {
+    #[inline]
+    fn of(self, x: f64) -> f64 {
+        match self {
+            ClassTerm::NegLogProb => -x,
+            ClassTerm::ClippedLog { eps } => {
+                let clipped = if x < eps {
+                    eps
+                } else if x > 1.0 - eps {
+                    1.0 - eps
+                } else {
+                    x
+                };
+                -clipped.ln()
+            }
+        }
+    }
+}
+
+struct PickedIndex<'r, 'a, E: Element> {
+    x: &'r Rows<'a, E>,
+    targets: &'r [i64],
+    options: ClassOptions<'r, E::Compute>,
+    term: ClassTerm,
+}
+
+impl<E: Element> RowKernel for PickedIndex<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = Result<Total, KernelError>;
+
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) -> Self::Block {
+        let mut total = Total::default();
+        for (r, o) in rows.zip(out) {
+            let t = self.targets[r];
+            if t == self.options.ignore_index {
+                *o = E::Compute::ZERO;
+                continue;
+            }
+            // Targets were checked by `check_targets`.
+            let t = t as usize;
+            let w_t = self.options.weight_of(t);
+            let loss = w_t * self.term.of(self.x.get(r, t).to_f64());
+            *o = E::Compute::from_f64(loss);
+            total.add(loss, w_t);
+        }
+        Ok(total)
+    }
+}
+
+/// `nll_loss` / `categorical_cross_entropy` with class-index targets: reads one element a row.
+pub fn picked_index<E: Element>(
+    isa: Isa,
+    x: &Rows<'_, E>,
+    targets: &[i64],
+    options: ClassOptions<'_, E::Compute>,
+    term: ClassTerm,
+    out: &mut [E::Compute],
+) -> Result<Total, KernelError> {
+    assert_eq!(x.n_rows(), targets.len());
+    assert_eq!(x.n_rows(), out.len());
+    check_targets(targets, x.len(), &options)?;
+    let kernel = PickedIndex {
+        x,
+        targets,
+        options,
+        term,
+    };
+    // One element per row is read: the work is per row, not per element.
+    total_of(run_rows(isa, &kernel, out, 1))
+}
+
+struct WeightedProbs<'r, 'a, E: Element> {
+    x: &'r Rows<'a, E>,
+    target: &'r Rows<'a, E>,
+    weight: Option<&'r [E::Compute]>,
+    term: ClassTerm,
+}
+
+impl<E: Element> RowKernel for WeightedProbs<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = Result<Total, KernelError>;
+
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) -> Self::Block {
+        let (mut xs, mut ts) = (Vec::new(), Vec::new());
+        let mut total = Total::default();
+        for (r, o) in rows.zip(out) {
+            let row = self.x.row(r, &mut xs);
+            let target = self.target.row(r, &mut ts);
+            let mut loss = 0.0;
+            for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
+                let w = self.weight.map_or(1.0, |w| w[c].to_f64());
+                loss += w * tc.to_f64() * self.term.of(xc.to_f64());
+            }
+            *o = E::Compute::from_f64(loss);
+            total.add(loss, 1.0);
+        }
+        Ok(total)
+    }
+}
+
+/// `nll_loss` / `categorical_cross_entropy` with probability targets.
+pub fn weighted_probs<E: Element>(
+    isa: Isa,
+    x: &Rows<'_, E>,
+    target: &Rows<'_, E>,
+    weight: Option<&[E::Compute]>,
+    term: ClassTerm,
+    out: &mut [E::Compute],
+) -> Result<Total, KernelError> {
+    assert_eq!((x.n_rows(), x.len()), (target.n_rows(), target.len()));
+    assert_eq!(x.n_rows(), out.len());
+    let kernel = WeightedProbs {
+        x,
+        target,
+        weight,
+        term,
+    };
+    total_of(run_rows(isa, &kernel, out, x.len()))
+}
+
+/// `max(z, 0) + log1p(exp(-|z|))`: `log(1 + exp(z))` without overflow or cancellation.
+#[inline]
+pub fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// The element-wise binary losses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Binary {
+    /// From probabilities, each log clamped at -100 (PyTorch).
+    Probs,
+    /// From logits: `pos_weight * t * softplus(-x) + (1 - t) * softplus(x)`.
+    Logits,
+}
+
+/// Inputs of a binary loss: rows along the last axis, all of the same shape (broadcast views
+/// welcome).
+#[derive(Debug)]
+pub struct BinaryInputs<'r, 'a, E> {
+    pub x: &'r Rows<'a, E>,
+    pub target: &'r Rows<'a, E>,
+    pub weight: Option<&'r Rows<'a, E>>,
+    pub pos_weight: Option<&'r Rows<'a, E>>,
+}
+
+struct BinaryBlock<'r, 'a, 'o, E: Element> {
+    inputs: &'r BinaryInputs<'r, 'a, E>,
+    kind: Binary,
+    elements: Range<usize>,
+    out: Option<&'o mut [E::Compute]>,
+}
+
+impl<E: Element> SimdTask for BinaryBlock<'_, '_, '_, E> {
+    type Output = Result<Total, KernelError>;
+
+    #[inline(always)]
+    fn run<const FMA: bool>(mut self) -> Self::Output {
+        let inputs = self.inputs;
+        let n = inputs.x.len();
+        let mut scratch: [Vec<E::Compute>; 4] = Default::default();
+        let [xs, ts, ws, ps] = &mut scratch;
+        let mut total = Total::default();
+        let mut e = self.elements.start;
+        while e < self.elements.end {
+            let (r, c0) = (e / n, e % n);
+            let c1 = n.min(c0 + (self.elements.end - e));
+            let x = inputs.x.segment(r, c0..c1, xs);
+            let t = inputs.target.segment(r, c0..c1, ts);
+            let w = inputs.weight.map(|w| w.segment(r, c0..c1, ws));
+            let pw = inputs.pos_weight.map(|p| p.segment(r, c0..c1, ps));
+            for i in 0..x.len() {
+                let (xi, ti) = (x[i].to_f64(), t[i].to_f64());
+                let mut loss = match self.kind {
+                    Binary::Probs => {
+                        if xi < 0.0 || xi > 1.0 {
+                            return Err(KernelError::ProbabilityOutOfRange {
+                                value: xi,
+                                index: e + i,
+                            });
+                        }
+                        let clamp = |v: f64| if v < -100.0 { -100.0 } else { v };
+                        -(ti * clamp(xi.ln()) + (1.0 - ti) * clamp((-xi).ln_1p()))
+                    }
+                    Binary::Logits => {
+                        let pos = pw.map_or(1.0, |p| p[i].to_f64());
+                        pos * ti * softplus(-xi) + (1.0 - ti) * softplus(xi)
+                    }
+                };
+                if let Some(w) = w {
+                    loss *= w[i].to_f64();
+                }
+                if let Some(out) = self.out.as_deref_mut() {
+                    out[e - self.elements.start + i] = E::Compute::from_f64(loss);
+                }
+                total.add(loss, 1.0);
+            }
+            e += x.len();
+        }
+        Ok(total)
+    }
+}
+
+/// A binary loss over every element; `out` (C order, one per element) is optional.
+pub fn binary<E: Element>(
+    isa: Isa,
+    inputs: &BinaryInputs<'_, '_, E>,
+    kind: Binary,
+    out: Option<&mut [E::Compute]>,
+) -> Result<Total, KernelError> {
+    let size = inputs.x.n_rows() * inputs.x.len();
+    for other in [Some(inputs.target), inputs.weight, inputs.pos_weight]
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(
+            (other.n_rows(), other.len()),
+            (inputs.x.n_rows(), inputs.x.len())
+        );
+    }
+    const PER_BLOCK: usize = 1 << 14;
+    let blocks = match out {
+        Some(out) => {
+            assert_eq!(out.len(), size);
+            map_blocks_with_output(out, PER_BLOCK, size, |elements, out| {
+                dispatch(
+                    isa,
+                    BinaryBlock {
+                        inputs,
+                        kind,
+                        elements,
+                        out: Some(out),
+                    },
+                )
+            })
+        }
+        None => map_blocks(size, PER_BLOCK, size, |elements| {
+            dispatch(
+                isa,
+                BinaryBlock {
+                    inputs,
+                    kind,
+                    elements,
+                    out: None,
+                },
+            )
+        }),
+    };
+    total_of(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, ArrayD, IxDyn};
+
+    fn ce_exact(row: &[f64], t: usize) -> f64 {
+        // log1p(Σ_{j≠t} exp(x_j - x_t)) in f64: exact enough when x_t is the maximum.
+        let s: f64 = (0..row.len())
+            .filter(|&j| j != t)
+            .map(|j| (row[j] - row[t]).exp())
+            .sum();
+        s.ln_1p()
+    }
+
+    fn options() -> ClassOptions<'static, f32> {
+        ClassOptions {
+            weight: None,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+        }
+    }
+
+    #[test]
+    fn confident_rows_keep_their_tiny_loss() {
+        let row = [30.0f32, 1.0, 2.0, -3.0, 5.5, 0.0, 7.25, -1.0, 3.0, 2.5];
+        let x = Array2::from_shape_vec((1, 10), row.to_vec())
+            .unwrap()
+            .into_dyn();
+        let rows = Rows::new(x.view(), 1);
+        let mut out = [0.0f32];
+        let total =
+            cross_entropy_index(Isa::detect(), &rows, &[0], options(), &mut out, None).unwrap();
+        let exact = ce_exact(&row.map(|v| v as f64), 0);
+        assert!(exact > 1e-11 && exact < 1e-9);
+        assert!(((out[0] as f64 - exact) / exact).abs() < 2.0 * f32::EPSILON as f64);
+        assert!(((total.sum() - exact) / exact).abs() < 2.0 * f32::EPSILON as f64);
+        assert_eq!(total.weight(), 1.0);
+    }
+
+    #[test]
+    fn out_of_range_targets_are_reported_with_their_row() {
+        let x = ArrayD::<f64>::zeros(IxDyn(&[3, 4]));
+        let rows = Rows::new(x.view(), 1);
+        let opts: ClassOptions<f64> = ClassOptions {
+            weight: None,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+        };
+        let err = check_targets(&[0, -100, 4], rows.len(), &opts).unwrap_err();
+        assert_eq!(
+            err,
+            KernelError::TargetOutOfRange {
+                value: 4,
+                row: 2,
+                n_classes: 4,
+                ignore_index: -100
+            }
+        );
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let x0: Vec<f64> = vec![0.3, -1.2, 2.0, 0.7, 0.0];
+        let w = [0.5, 1.0, 2.0, 1.5, 0.25];
+        let opts = ClassOptions {
+            weight: Some(&w[..]),
+            ignore_index: -100,
+            label_smoothing: 0.2,
+        };
+        let loss = |x: &[f64]| {
+            let a = ArrayD::from_shape_vec(IxDyn(&[1, 5]), x.to_vec()).unwrap();
+            let rows = Rows::new(a.view(), 1);
+            let mut out = [0.0];
+            cross_entropy_index(Isa::Portable, &rows, &[3], opts, &mut out, None)
+                .unwrap()
+                .sum()
+        };
+        let a = ArrayD::from_shape_vec(IxDyn(&[1, 5]), x0.clone()).unwrap();
+        let mut g = ArrayD::<f64>::zeros(IxDyn(&[1, 5]));
+        {
+            let rows = Rows::new(a.view(), 1);
+            let grad_rows = RowsMut::new(g.view_mut(), 1).unwrap();
+            let mut out = [0.0];
+            let grad = GradOut {
+                rows: &grad_rows,
+                scale: 1.0,
+            };
+            cross_entropy_index(Isa::detect(), &rows, &[3], opts, &mut out, Some(grad)).unwrap();
+        }
+        for c in 0..5 {
+            let h = 1e-6;
+            let (mut up, mut down) = (x0.clone(), x0.clone());
+            up[c] += h;
+            down[c] -= h;
+            let fd = (loss(&up) - loss(&down)) / (2.0 * h);
+            assert!(
+                (fd - g[[0, c]]).abs() < 1e-8,
+                "class {c}: {fd} vs {}",
+                g[[0, c]]
+            );
+        }
+    }
+
+    #[test]
+    fn softplus_is_stable() {
+        assert_eq!(softplus(1000.0), 1000.0);
+        assert!((softplus(-40.0) - (-40.0f64).exp()).abs() < 1e-30);
+    }
+}

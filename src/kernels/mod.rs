@@ -1,0 +1,15 @@
+//! Pure Rust kernels over strided rows: no Python here, so they build, test and bench with
+//! plain `cargo`.
+
+pub mod error;
+pub mod losses;
+pub mod parallel;
+pub mod real;
+pub mod rows;
+pub mod simd;
+pub mod softmax;
+
+pub use error::KernelError;
+pub use real::{Element, Real};
+pub use rows::{Rows, RowsMut};
+pub use simd::Isa;

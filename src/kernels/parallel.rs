@@ -1,0 +1,165 @@
+//! The thread pool and the deterministic split of work into fixed blocks.
+//!
+//! Work is cut into blocks whose size depends only on the shape, never on the number of
+//! threads, and block results are combined in order: every result is bitwise the same for any
+//! thread count.
+
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Below this many elements a call runs on the calling thread: waking the pool costs more.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
+/// Target number of elements per block of rows.
+const BLOCK_ELEMENTS: usize = 1 << 14;
+
+#[derive(Debug)]
+struct PoolState {
+    threads: usize,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    /// The process that built `pool`: after a `fork()` the child has none of its threads.
+    owner_pid: u32,
+}
+
+static POOL: Mutex<PoolState> = Mutex::new(PoolState {
+    threads: 0,
+    pool: None,
+    owner_pid: 0,
+});
+
+fn default_threads() -> usize {
+    std::env::var("XENT_RS_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn lock() -> std::sync::MutexGuard<'static, PoolState> {
+    // A panic while holding the lock leaves the state consistent (plain assignments).
+    let mut state = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if state.threads == 0 {
+        state.threads = default_threads();
+    }
+    state
+}
+
+/// Threads the kernels use: `XENT_RS_NUM_THREADS`, else every available core, unless changed
+/// by [`set_num_threads`].
+pub fn num_threads() -> usize {
+    lock().threads
+}
+
+/// Sets the number of threads (at least 1). Calls already running keep their pool.
+pub fn set_num_threads(n: usize) {
+    let mut state = lock();
+    let n = n.max(1);
+    if n != state.threads {
+        state.threads = n;
+        state.pool = None;
+    }
+}
+
+fn pool() -> Option<Arc<rayon::ThreadPool>> {
+    let mut state = lock();
+    if state.threads <= 1 {
+        return None;
+    }
+    let pid = std::process::id();
+    if state.owner_pid != pid {
+        // In a forked child the old pool's threads do not exist: joining them would hang, so
+        // the handle is leaked rather than dropped.
+        if let Some(stale) = state.pool.take() {
+            std::mem::forget(stale);
+        }
+    }
+    if state.pool.is_none() {
+        let built = rayon::ThreadPoolBuilder::new()
+            .num_threads(state.threads)
+            .thread_name(|i| format!("xent-rs-{i}"))
+            .build()
+            .ok()?;
+        state.pool = Some(Arc::new(built));
+        state.owner_pid = pid;
+    }
+    state.pool.clone()
+}
+
+/// Rows per block for rows of `row_len` elements.
+pub fn rows_per_block(row_len: usize) -> usize {
+    (BLOCK_ELEMENTS / row_len.max(1)).max(1)
+}
+
+/// Splits `0..n_items` into fixed blocks of `per_block` items and returns `f(block)` for each,
+/// in order. Runs on the pool when the work (`elements` in total) is large enough.
+pub fn map_blocks<R, F>(n_items: usize, per_block: usize, elements: usize, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(Range<usize>) -> R + Sync + Send,
+{
+    let per_block = per_block.max(1);
+    let n_blocks = n_items.div_ceil(per_block);
+    let block = |b: usize| b * per_block..((b + 1) * per_block).min(n_items);
+    if n_blocks > 1 && elements >= PARALLEL_MIN_ELEMENTS {
+        if let Some(pool) = pool() {
+            return pool.install(|| (0..n_blocks).into_par_iter().map(block).map(&f).collect());
+        }
+    }
+    (0..n_blocks).map(block).map(f).collect()
+}
+
+/// Splits `out` into the same fixed blocks and calls `f(rows, out_block)` for each, in
+/// parallel when worthwhile; returns the per-block results in order.
+pub fn map_blocks_with_output<T, R, F>(
+    out: &mut [T],
+    per_block: usize,
+    elements: usize,
+    f: F,
+) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(Range<usize>, &mut [T]) -> R + Sync + Send,
+{
+    let per_block = per_block.max(1);
+    let n_items = out.len();
+    let run = |(b, chunk): (usize, &mut [T])| {
+        let start = b * per_block;
+        f(start..start + chunk.len(), chunk)
+    };
+    if n_items > per_block && elements >= PARALLEL_MIN_ELEMENTS {
+        if let Some(pool) = pool() {
+            return pool.install(|| out.par_chunks_mut(per_block).enumerate().map(run).collect());
+        }
+    }
+    out.chunks_mut(per_block).enumerate().map(run).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_everything_in_order() {
+        let sums = map_blocks(10_001, 100, 1 << 20, |r| r.clone().sum::<usize>());
+        assert_eq!(sums.len(), 101);
+        assert_eq!(sums.iter().sum::<usize>(), (0..10_001).sum::<usize>());
+        let mut out = vec![0usize; 1001];
+        let starts = map_blocks_with_output(&mut out, 10, 1 << 20, |r, o| {
+            for (i, v) in r.clone().zip(o.iter_mut()) {
+                *v = i;
+            }
+            r.start
+        });
+        assert_eq!(starts[3], 30);
+        assert!(out.iter().enumerate().all(|(i, &v)| i == v));
+    }
+
+    #[test]
+    fn thread_count_can_change() {
+        let before = num_threads();
+        set_num_threads(3);
+        assert_eq!(num_threads(), 3);
+        set_num_threads(before);
+    }
+}

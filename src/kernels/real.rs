@@ -1,0 +1,306 @@
+//! The floating-point types the kernels compute in, and the storage types they read.
+
+use half::{bf16, f16};
+use std::fmt::Debug;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// A type the kernels compute in: `f32` or `f64`.
+pub trait Real:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const INFINITY: Self;
+    const NEG_INFINITY: Self;
+    const NAN: Self;
+    /// SIMD width used for the lane-parallel loops (one 256-bit register).
+    const LANES: usize;
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+    fn is_finite(self) -> bool;
+    fn is_nan(self) -> bool;
+    /// `self * b + c`, fused only when the caller runs with the FMA target feature.
+    fn mul_add_if<const FMA: bool>(self, b: Self, c: Self) -> Self;
+    /// `exp(hi + lo)` for `hi <= 0` (larger values saturate to `+inf` above ~88 / ~709),
+    /// where `lo` is a tiny correction (the rounding error of computing `hi`).
+    /// Results below the smallest normal number flush to zero; NaN propagates.
+    fn exp_with_tail<const FMA: bool>(hi: Self, lo: Self) -> Self;
+    /// Rounding error of `a - b`: `(a - b) - fl(a - b)` exactly (Knuth's TwoSum).
+    #[inline(always)]
+    fn sub_error(a: Self, b: Self, diff: Self) -> Self {
+        let b_virtual = a - diff;
+        let a_virtual = diff + b_virtual;
+        let b_round = b_virtual - b;
+        let a_round = a - a_virtual;
+        a_round + b_round
+    }
+}
+
+/// Selects `a` where `cond`, else `b`; written so that it vectorises to a blend.
+#[inline(always)]
+fn select<T: Copy>(cond: bool, a: T, b: T) -> T {
+    if cond {
+        a
+    } else {
+        b
+    }
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const INFINITY: Self = f32::INFINITY;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    const NAN: Self = f32::NAN;
+    const LANES: usize = 8;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    #[inline(always)]
+    fn mul_add_if<const FMA: bool>(self, b: Self, c: Self) -> Self {
+        if FMA {
+            self.mul_add(b, c)
+        } else {
+            self * b + c
+        }
+    }
+    #[inline(always)]
+    fn exp_with_tail<const FMA: bool>(hi: f32, lo: f32) -> f32 {
+        // Cody-Waite reduction exp(x) = 2^k exp(r), |r| <= ln2/2, then Cephes' degree-7
+        // polynomial (about 1 ulp), and 2^k built in the exponent bits.
+        const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+        const LN2_HI: f32 = 0.693_359_4; // 9 significant bits: k * LN2_HI is exact
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        const SMALLEST: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
+        let x = select(hi < -87.5, -87.5, select(hi > 88.5, 88.5, hi)); // NaN passes through
+        let t = x.mul_add_if::<FMA>(std::f32::consts::LOG2_E, SHIFT);
+        let k = t - SHIFT;
+        let r = k.mul_add_if::<FMA>(-LN2_HI, x);
+        let r = k.mul_add_if::<FMA>(-LN2_LO, r) + lo;
+        let mut p = 1.987_569_1e-4_f32;
+        p = p.mul_add_if::<FMA>(r, 1.398_199_9e-3);
+        p = p.mul_add_if::<FMA>(r, 8.333_452e-3);
+        p = p.mul_add_if::<FMA>(r, 4.166_579_6e-2);
+        p = p.mul_add_if::<FMA>(r, 1.666_666_5e-1);
+        p = p.mul_add_if::<FMA>(r, 5.000_000_1e-1);
+        let y = p.mul_add_if::<FMA>(r * r, r) + 1.0;
+        let k_bits = t.to_bits().wrapping_sub(SHIFT.to_bits());
+        let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
+        select(hi < SMALLEST, 0.0, y * scale)
+    }
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const INFINITY: Self = f64::INFINITY;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    const NAN: Self = f64::NAN;
+    const LANES: usize = 4;
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    #[inline(always)]
+    fn mul_add_if<const FMA: bool>(self, b: Self, c: Self) -> Self {
+        if FMA {
+            self.mul_add(b, c)
+        } else {
+            self * b + c
+        }
+    }
+    #[inline(always)]
+    fn exp_with_tail<const FMA: bool>(hi: f64, lo: f64) -> f64 {
+        // Same scheme as f32 with a degree-13 Taylor polynomial (truncation < 2^-60 on |r| <= ln2/2).
+        const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+        const LN2_HI: f64 = 6.931_471_803_691_238e-1; // low 32 bits zero: k * LN2_HI is exact
+        const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+        const SMALLEST: f64 = -708.396_418_532_264_1; // ln(f64::MIN_POSITIVE)
+        let x = select(hi < -708.5, -708.5, select(hi > 709.9, 709.9, hi));
+        let t = x.mul_add_if::<FMA>(std::f64::consts::LOG2_E, SHIFT);
+        let k = t - SHIFT;
+        let r = k.mul_add_if::<FMA>(-LN2_HI, x);
+        let r = k.mul_add_if::<FMA>(-LN2_LO, r) + lo;
+        const C: [f64; 12] = [
+            1.0 / 6_227_020_800.0,
+            1.0 / 479_001_600.0,
+            1.0 / 39_916_800.0,
+            1.0 / 3_628_800.0,
+            1.0 / 362_880.0,
+            1.0 / 40_320.0,
+            1.0 / 5_040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+        ];
+        let mut p = C[0];
+        for &c in &C[1..] {
+            p = p.mul_add_if::<FMA>(r, c);
+        }
+        let y = p.mul_add_if::<FMA>(r * r, r) + 1.0;
+        let k_bits = t.to_bits().wrapping_sub(SHIFT.to_bits());
+        let scale = f64::from_bits(k_bits.wrapping_add(1023) << 52);
+        select(hi < SMALLEST, 0.0, y * scale)
+    }
+}
+
+/// An element type the kernels can read (and write): it is stored as `Self` and computed in
+/// `Self::Compute` (`f16`/`bf16` in `f32`).
+pub trait Element: Copy + Send + Sync + Debug + 'static {
+    type Compute: Real;
+    fn to_compute(self) -> Self::Compute;
+    fn from_compute(v: Self::Compute) -> Self;
+    /// The slice itself when the storage type is the compute type (no conversion needed).
+    fn as_compute(s: &[Self]) -> Option<&[Self::Compute]>;
+    fn as_compute_mut(s: &mut [Self]) -> Option<&mut [Self::Compute]>;
+}
+
+macro_rules! native_element {
+    ($t:ty) => {
+        impl Element for $t {
+            type Compute = $t;
+            #[inline(always)]
+            fn to_compute(self) -> $t {
+                self
+            }
+            #[inline(always)]
+            fn from_compute(v: $t) -> $t {
+                v
+            }
+            #[inline(always)]
+            fn as_compute(s: &[$t]) -> Option<&[$t]> {
+                Some(s)
+            }
+            #[inline(always)]
+            fn as_compute_mut(s: &mut [$t]) -> Option<&mut [$t]> {
+                Some(s)
+            }
+        }
+    };
+}
+native_element!(f32);
+native_element!(f64);
+
+macro_rules! half_element {
+    ($t:ty) => {
+        impl Element for $t {
+            type Compute = f32;
+            #[inline(always)]
+            fn to_compute(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline(always)]
+            fn from_compute(v: f32) -> $t {
+                <$t>::from_f32(v)
+            }
+            #[inline(always)]
+            fn as_compute(_: &[$t]) -> Option<&[f32]> {
+                None
+            }
+            #[inline(always)]
+            fn as_compute_mut(_: &mut [$t]) -> Option<&mut [f32]> {
+                None
+            }
+        }
+    };
+}
+half_element!(f16);
+half_element!(bf16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps_f32(a: f32, b: f64) -> f64 {
+        ((a as f64 - b) / b).abs() / f32::EPSILON as f64
+    }
+
+    #[test]
+    fn exp_f32_is_within_one_ulp_on_a_grid() {
+        let mut worst: f64 = 0.0;
+        let mut x = -87.3_f32;
+        while x <= 0.0 {
+            for fma in [false, true] {
+                let y = if fma {
+                    f32::exp_with_tail::<true>(x, 0.0)
+                } else {
+                    f32::exp_with_tail::<false>(x, 0.0)
+                };
+                worst = worst.max(ulps_f32(y, (x as f64).exp()));
+            }
+            x += 0.000_731;
+        }
+        assert!(worst < 1.0, "worst error {worst} eps");
+    }
+
+    #[test]
+    fn exp_f64_is_within_one_ulp_on_a_grid() {
+        let mut worst: f64 = 0.0;
+        let mut x = -708.0_f64;
+        while x <= 0.0 {
+            let y = f64::exp_with_tail::<false>(x, 0.0);
+            let reference = x.exp();
+            worst = worst.max(((y - reference) / reference).abs() / f64::EPSILON);
+            x += 0.001_37;
+        }
+        assert!(worst < 2.0, "worst error {worst} eps");
+    }
+
+    #[test]
+    fn exp_special_values() {
+        assert_eq!(f32::exp_with_tail::<false>(f32::NEG_INFINITY, 0.0), 0.0);
+        assert_eq!(f32::exp_with_tail::<false>(-1000.0, 0.0), 0.0);
+        assert!(f32::exp_with_tail::<false>(f32::NAN, 0.0).is_nan());
+        assert_eq!(f32::exp_with_tail::<false>(0.0, 0.0), 1.0);
+        assert_eq!(f32::exp_with_tail::<false>(1000.0, 0.0), f32::INFINITY);
+        assert_eq!(f64::exp_with_tail::<false>(f64::NEG_INFINITY, 0.0), 0.0);
+        assert!(f64::exp_with_tail::<false>(f64::NAN, 0.0).is_nan());
+        assert_eq!(f64::exp_with_tail::<false>(0.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn sub_error_is_exact() {
+        let (a, b) = (1.0e8_f32, 3.141_592_7_f32);
+        let d = a - b;
+        let e = f32::sub_error(a, b, d);
+        assert_eq!((a as f64 - b as f64), d as f64 + e as f64);
+    }
+}

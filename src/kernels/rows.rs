@@ -1,0 +1,322 @@
+//! Rows of an N-dimensional array along one axis, for any strides (negative, zero, Fortran
+//! order), read in place: a row is handed out as a slice when it is contiguous and of the
+//! compute type, and gathered into a small per-thread buffer otherwise.
+
+use super::real::Element;
+use ndarray::{ArrayViewD, ArrayViewMutD};
+use std::marker::PhantomData;
+
+/// Where each row starts: the dimensions other than the row axis, merged where they are
+/// contiguous with each other so that most arrays need one multiplication per row.
+#[derive(Clone, Debug)]
+struct RowOffsets {
+    shape: Vec<usize>,
+    strides: Vec<isize>,
+}
+
+impl RowOffsets {
+    fn new(shape: &[usize], strides: &[isize]) -> Self {
+        let mut merged_shape: Vec<usize> = Vec::new();
+        let mut merged_strides: Vec<isize> = Vec::new();
+        for (&n, &s) in shape.iter().zip(strides) {
+            if n == 1 {
+                continue;
+            }
+            match (merged_shape.last_mut(), merged_strides.last_mut()) {
+                (Some(last_n), Some(last_s)) if *last_s == s * n as isize => {
+                    *last_n *= n;
+                    *last_s = s;
+                }
+                _ => {
+                    merged_shape.push(n);
+                    merged_strides.push(s);
+                }
+            }
+        }
+        RowOffsets {
+            shape: merged_shape,
+            strides: merged_strides,
+        }
+    }
+
+    #[inline]
+    fn offset(&self, mut row: usize) -> isize {
+        match self.shape.len() {
+            0 => 0,
+            1 => row as isize * self.strides[0],
+            _ => {
+                let mut offset = 0;
+                for (&n, &s) in self.shape.iter().zip(&self.strides).rev() {
+                    offset += (row % n) as isize * s;
+                    row /= n;
+                }
+                offset
+            }
+        }
+    }
+}
+
+/// Splits `shape`/`strides` into (rows along `axis`, the other dimensions in C order).
+fn split_axis(
+    shape: &[usize],
+    strides: &[isize],
+    axis: usize,
+) -> (usize, isize, RowOffsets, usize) {
+    let mut outer_shape = shape.to_vec();
+    let mut outer_strides = strides.to_vec();
+    let len = outer_shape.remove(axis);
+    let stride = outer_strides.remove(axis);
+    let n_rows = outer_shape.iter().product();
+    (
+        len,
+        stride,
+        RowOffsets::new(&outer_shape, &outer_strides),
+        n_rows,
+    )
+}
+
+/// Read-only rows of an array along one axis.
+#[derive(Debug)]
+pub struct Rows<'a, T> {
+    ptr: *const T,
+    len: usize,
+    stride: isize,
+    offsets: RowOffsets,
+    n_rows: usize,
+    _borrow: PhantomData<&'a [T]>,
+}
+
+// SAFETY: `Rows` only reads through its pointer, like the shared view it was made from.
+unsafe impl<T: Sync> Sync for Rows<'_, T> {}
+// SAFETY: as above: it is a shared borrow.
+unsafe impl<T: Sync> Send for Rows<'_, T> {}
+
+impl<'a, T: Element> Rows<'a, T> {
+    /// The rows of `view` along `axis` (which must be `< view.ndim()`), in C order of the other
+    /// dimensions, i.e. the order of the array `view` reduced over `axis`.
+    pub fn new(view: ArrayViewD<'a, T>, axis: usize) -> Self {
+        assert!(axis < view.ndim(), "axis {axis} out of range");
+        let (len, stride, offsets, n_rows) = split_axis(view.shape(), view.strides(), axis);
+        Rows {
+            ptr: view.as_ptr(),
+            len,
+            stride,
+            offsets,
+            n_rows,
+            _borrow: PhantomData,
+        }
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Elements per row.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn start(&self, row: usize) -> *const T {
+        debug_assert!(row < self.n_rows);
+        // SAFETY: `row < n_rows`, so the offset stays inside the array the view borrowed.
+        unsafe { self.ptr.offset(self.offsets.offset(row)) }
+    }
+
+    /// One element of a row.
+    #[inline]
+    pub fn get(&self, row: usize, i: usize) -> T::Compute {
+        assert!(row < self.n_rows && i < self.len);
+        // SAFETY: both indices are in range (asserted above).
+        unsafe { *self.start(row).offset(i as isize * self.stride) }.to_compute()
+    }
+
+    /// Row `row` as a contiguous slice of the compute type: the array's memory itself when it
+    /// is already so, otherwise a copy in `scratch`.
+    #[inline]
+    pub fn row<'s>(&'s self, row: usize, scratch: &'s mut Vec<T::Compute>) -> &'s [T::Compute] {
+        self.segment(row, 0..self.len, scratch)
+    }
+
+    /// Elements `cols` of row `row`, as [`Rows::row`] hands out whole rows.
+    #[inline]
+    pub fn segment<'s>(
+        &'s self,
+        row: usize,
+        cols: std::ops::Range<usize>,
+        scratch: &'s mut Vec<T::Compute>,
+    ) -> &'s [T::Compute] {
+        assert!(row < self.n_rows && cols.start <= cols.end && cols.end <= self.len);
+        if cols.is_empty() {
+            return &[];
+        }
+        // SAFETY: `row < n_rows` and `cols.start < len`: the first element is in the array.
+        let start = unsafe { self.start(row).offset(cols.start as isize * self.stride) };
+        let n = cols.len();
+        if self.stride == 1 || n == 1 {
+            // SAFETY: the `n` elements are contiguous and inside the borrowed array.
+            let raw = unsafe { std::slice::from_raw_parts(start, n) };
+            if let Some(direct) = T::as_compute(raw) {
+                return direct;
+            }
+            scratch.clear();
+            scratch.extend(raw.iter().map(|v| v.to_compute()));
+            return scratch;
+        }
+        scratch.clear();
+        scratch.extend((0..n).map(|i| {
+            // SAFETY: `i < n`, so the element is inside the borrowed array.
+            unsafe { *start.offset(i as isize * self.stride) }.to_compute()
+        }));
+        scratch
+    }
+}
+
+/// Writable rows of an array along one axis. Distinct rows never overlap (the array must not
+/// overlap itself, which [`RowsMut::new`] checks), so different threads may write different rows.
+#[derive(Debug)]
+pub struct RowsMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    stride: isize,
+    offsets: RowOffsets,
+    n_rows: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: rows are disjoint and each row is only accessed through `&mut self`-free methods
+// that callers use for distinct rows on distinct threads (see `with_row`).
+unsafe impl<T: Send> Sync for RowsMut<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for RowsMut<'_, T> {}
+
+impl<'a, T: Element> RowsMut<'a, T> {
+    /// The rows of `view` along `axis`. Returns `None` unless the view is contiguous (C or
+    /// Fortran order, any axis), which guarantees that no two elements share memory.
+    pub fn new(mut view: ArrayViewMutD<'a, T>, axis: usize) -> Option<Self> {
+        assert!(axis < view.ndim(), "axis {axis} out of range");
+        let contiguous = view.is_standard_layout() || view.t().is_standard_layout();
+        if !contiguous {
+            return None;
+        }
+        let (len, stride, offsets, n_rows) = split_axis(view.shape(), view.strides(), axis);
+        Some(RowsMut {
+            ptr: view.as_mut_ptr(),
+            len,
+            stride,
+            offsets,
+            n_rows,
+            _borrow: PhantomData,
+        })
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    /// Elements per row.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Calls `f` with row `row` as a contiguous mutable slice of the compute type, holding the
+    /// row's current values, then stores what `f` left in it.
+    ///
+    /// # Safety
+    /// No other call may access the same row at the same time (rows handed to different
+    /// threads must be distinct).
+    #[inline]
+    pub unsafe fn with_row<R>(
+        &self,
+        row: usize,
+        scratch: &mut Vec<T::Compute>,
+        f: impl FnOnce(&mut [T::Compute]) -> R,
+    ) -> R {
+        assert!(row < self.n_rows);
+        if self.len == 0 {
+            return f(&mut []);
+        }
+        // SAFETY: `row < n_rows`, so the start lies inside the borrowed array.
+        let start = unsafe { self.ptr.offset(self.offsets.offset(row)) };
+        if self.stride == 1 || self.len == 1 {
+            // SAFETY: contiguous row inside the array; exclusive by the caller's contract.
+            let raw = unsafe { std::slice::from_raw_parts_mut(start, self.len) };
+            if let Some(direct) = T::as_compute_mut(raw) {
+                return f(direct);
+            }
+            scratch.clear();
+            scratch.extend(raw.iter().map(|v| v.to_compute()));
+            let result = f(scratch);
+            for (dst, &v) in raw.iter_mut().zip(scratch.iter()) {
+                *dst = T::from_compute(v);
+            }
+            return result;
+        }
+        scratch.clear();
+        // SAFETY (both loops): `i < len` keeps each element inside the row; exclusive access.
+        scratch.extend(
+            (0..self.len).map(|i| unsafe { *start.offset(i as isize * self.stride) }.to_compute()),
+        );
+        let result = f(scratch);
+        for (i, &v) in scratch.iter().enumerate() {
+            unsafe { *start.offset(i as isize * self.stride) = T::from_compute(v) };
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array3, Axis, ShapeBuilder};
+
+    #[test]
+    fn rows_follow_c_order_of_the_other_axes_for_any_layout() {
+        let a = Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (100 * i + 10 * j + k) as f64);
+        let f = Array3::from_shape_fn((2, 3, 4).f(), |(i, j, k)| (100 * i + 10 * j + k) as f64);
+        for view in [a.view(), f.view(), a.slice(s![..;-1, .., ..;-2])] {
+            for axis in 0..3 {
+                let rows = Rows::new(view.clone().into_dyn(), axis);
+                let mut scratch = Vec::new();
+                let expected: Vec<Vec<f64>> = view
+                    .lanes(Axis(axis))
+                    .into_iter()
+                    .map(|l| l.to_vec())
+                    .collect();
+                assert_eq!(rows.n_rows(), expected.len());
+                for (r, e) in expected.iter().enumerate() {
+                    assert_eq!(rows.row(r, &mut scratch), e.as_slice());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_rows_read_the_same_memory() {
+        let base = ndarray::arr1(&[1.0f32, 2.0, 3.0]);
+        let b = base.broadcast((4, 3)).unwrap().into_dyn();
+        let rows = Rows::new(b, 1);
+        let mut scratch = Vec::new();
+        assert_eq!(rows.n_rows(), 4);
+        assert_eq!(rows.row(3, &mut scratch), &[1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn writable_rows_need_a_contiguous_array() {
+        let mut a = Array3::<f32>::zeros((2, 3, 4));
+        assert!(RowsMut::new(a.slice_mut(s![.., ..;2, ..]).into_dyn(), 2).is_none());
+        let rows = RowsMut::new(a.view_mut().into_dyn(), 1).unwrap();
+        let mut scratch = Vec::new();
+        // SAFETY: single-threaded, one row at a time.
+        unsafe { rows.with_row(5, &mut scratch, |r| r.copy_from_slice(&[1.0, 2.0, 3.0])) };
+        assert_eq!(a[[1, 2, 1]], 3.0);
+    }
+}

@@ -1,0 +1,228 @@
+//! Lane-parallel loops over contiguous slices and the run-time choice of instruction set.
+//!
+//! The loops are plain Rust over fixed-width lane arrays, which LLVM vectorises. Each public
+//! kernel is generic over `const FMA: bool` and is compiled twice on x86-64: once for the
+//! baseline (SSE2) and once inside a `#[target_feature(enable = "avx2,fma")]` wrapper.
+//! [`dispatch`] picks the variant once per block of rows.
+
+use super::real::Real;
+
+/// Lanes of independent accumulators: two AVX registers of f32, four of f64.
+pub const LANES: usize = 16;
+
+/// Instruction sets the kernels are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Baseline code for the target (SSE2 on x86-64, NEON on aarch64), no FMA on x86-64.
+    Portable,
+    /// x86-64 with AVX2 and FMA.
+    Avx2Fma,
+}
+
+impl Isa {
+    /// The best instruction set of this CPU, unless `XENT_RS_SIMD=portable` forces the fallback.
+    pub fn detect() -> Isa {
+        if std::env::var("XENT_RS_SIMD").is_ok_and(|v| v.eq_ignore_ascii_case("portable")) {
+            return Isa::Portable;
+        }
+        if avx2_fma_available() {
+            Isa::Avx2Fma
+        } else {
+            Isa::Portable
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2Fma => "avx2+fma",
+        }
+    }
+}
+
+fn avx2_fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A piece of work compiled once per instruction set: `run` must be `#[inline(always)]` (and so
+/// must everything it calls in its hot loops) so that it is generated inside the wrapper.
+pub trait SimdTask {
+    type Output;
+    fn run<const FMA: bool>(self) -> Self::Output;
+}
+
+/// Runs `task` with the instruction set `isa` (checked again here, so no input can make it run
+/// instructions the CPU lacks).
+#[inline]
+pub fn dispatch<T: SimdTask>(isa: Isa, task: T) -> T::Output {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma && avx2_fma_available() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { run_avx2_fma(task) };
+    }
+    let _ = isa;
+    // aarch64 always has fused multiply-add.
+    task.run::<{ cfg!(target_arch = "aarch64") }>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2_fma<T: SimdTask>(task: T) -> T::Output {
+    task.run::<true>()
+}
+
+/// `exp(x - m)`, with the rounding error of the subtraction carried into the exponential so the
+/// result is as accurate as if `x - m` were exact (matters for tiny losses, see `losses`).
+#[inline(always)]
+pub fn exp_sub<F: Real, const FMA: bool>(x: F, m_hi: F, m_lo: F) -> F {
+    let d = x - m_hi;
+    F::exp_with_tail::<FMA>(d, F::sub_error(x, m_hi, d) - m_lo)
+}
+
+/// Largest element; NaN elements are skipped (the sum pass propagates them).
+#[inline(always)]
+pub fn max_of<F: Real>(x: &[F]) -> F {
+    let mut acc = [F::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+        }
+    }
+    let mut m = F::NEG_INFINITY;
+    for &v in chunks.remainder().iter().chain(acc.iter()) {
+        if v > m {
+            m = v;
+        }
+    }
+    m
+}
+
+/// Pairwise sum of the lane accumulators.
+#[inline(always)]
+fn fold_lanes<F: Real>(mut acc: [F; LANES]) -> F {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for j in 0..width {
+            acc[j] = acc[j] + acc[j + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// `sum(exp(x - m))` for a finite `m >= max(x)`; NaN if any element is NaN.
+#[inline(always)]
+pub fn sum_exp<F: Real, const FMA: bool>(x: &[F], m: F) -> F {
+    let mut acc = [F::ZERO; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for j in 0..LANES {
+            acc[j] = acc[j] + exp_sub::<F, FMA>(c[j], m, F::ZERO);
+        }
+    }
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        // Pad the tail with -inf (exp gives 0) so it runs through the same vector code.
+        let mut pad = [F::NEG_INFINITY; LANES];
+        pad[..rem.len()].copy_from_slice(rem);
+        for j in 0..LANES {
+            acc[j] = acc[j] + exp_sub::<F, FMA>(pad[j], m, F::ZERO);
+        }
+    }
+    fold_lanes(acc)
+}
+
+/// `out = (x - m) - lse_part`: log-softmax keeps the two subtractions apart (adding `m` and
+/// `log(sum)` first would round away low bits of large logits).
+#[inline(always)]
+pub fn write_log_softmax<F: Real>(x: &[F], m: F, log_sum: F, out: &mut [F]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - m) - log_sum;
+    }
+}
+
+/// `out = exp(x - (shift_hi + shift_lo))`, the shift given as an unevaluated sum of two floats.
+#[inline(always)]
+pub fn write_exp_sub<F: Real, const FMA: bool>(x: &[F], shift_hi: F, shift_lo: F, out: &mut [F]) {
+    let mut out_chunks = out.chunks_exact_mut(LANES);
+    let mut x_chunks = x.chunks_exact(LANES);
+    for (o, c) in (&mut out_chunks).zip(&mut x_chunks) {
+        for j in 0..LANES {
+            o[j] = exp_sub::<F, FMA>(c[j], shift_hi, shift_lo);
+        }
+    }
+    for (o, &v) in out_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_chunks.remainder())
+    {
+        *o = exp_sub::<F, FMA>(v, shift_hi, shift_lo);
+    }
+}
+
+/// `sum(w_c * (m - x_c))` in f64 (each term is non-negative for non-negative weights, so there
+/// is no cancellation); `w_c = 1` without weights.
+#[inline(always)]
+pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, weight: Option<&[F]>) -> f64 {
+    let m = m.to_f64();
+    let mut acc = [0.0f64; 4];
+    match weight {
+        None => {
+            for (i, &v) in x.iter().enumerate() {
+                acc[i % 4] += m - v.to_f64();
+            }
+        }
+        Some(w) => {
+            for (i, (&v, &wi)) in x.iter().zip(w).enumerate() {
+                acc[i % 4] += wi.to_f64() * (m - v.to_f64());
+            }
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct SumExp<'a>(&'a [f32], f32);
+    impl SimdTask for SumExp<'_> {
+        type Output = f32;
+        #[inline(always)]
+        fn run<const FMA: bool>(self) -> f32 {
+            sum_exp::<f32, FMA>(self.0, self.1)
+        }
+    }
+
+    #[test]
+    fn every_isa_gives_the_same_sum_to_an_ulp() {
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 101) as f32 * 0.1 - 5.0)
+            .collect();
+        let m = max_of(&x);
+        let exact: f64 = x.iter().map(|&v| (v as f64 - m as f64).exp()).sum();
+        for isa in [Isa::Portable, Isa::detect()] {
+            let s = dispatch(isa, SumExp(&x, m)) as f64;
+            assert!(
+                ((s - exact) / exact).abs() < 4.0 * f32::EPSILON as f64,
+                "{isa:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_skips_nan_and_handles_empty() {
+        assert_eq!(max_of::<f32>(&[]), f32::NEG_INFINITY);
+        assert_eq!(max_of(&[1.0f32, f32::NAN, 3.0]), 3.0);
+        let long: Vec<f64> = (0..37).map(|i| i as f64).collect();
+        assert_eq!(max_of(&long), 36.0);
+    }
+}

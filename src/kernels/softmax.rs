@@ -1,0 +1,404 @@
+//! Row statistics (max and sum of exponentials) and the softmax family built on them:
+//! log_softmax, softmax, logsumexp, plus entropy and KL divergence.
+
+use super::parallel::{map_blocks_with_output, rows_per_block};
+use super::real::{Element, Real};
+use super::rows::{Rows, RowsMut};
+use super::simd::{dispatch, max_of, sum_exp, write_exp_sub, write_log_softmax, Isa, SimdTask};
+use std::ops::Range;
+
+/// Elements of a row handled per (max, sum) pass: small enough to stay in L1 between the two
+/// passes, so a row is read from memory once.
+const ROW_BLOCK: usize = 1024;
+
+/// `max` of some elements and `sum = Σ exp(x - max)` over them, in f64. Two of these merge
+/// into the statistics of the union, so rows can be processed in pieces (blocks, threads,
+/// chunks of a distributed array).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MaxSum<F> {
+    pub max: F,
+    pub sum: f64,
+}
+
+impl<F: Real> MaxSum<F> {
+    /// The statistics of no element: `log_sum_exp` is `-inf`.
+    pub const EMPTY: Self = MaxSum {
+        max: F::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    pub fn single(x: F) -> Self {
+        MaxSum { max: x, sum: 1.0 }
+    }
+
+    /// Statistics of the union. Infinite maxima follow `torch.logsumexp`: an element equal to
+    /// an infinite maximum counts as `exp(0)`.
+    #[inline]
+    pub fn merge(self, other: Self) -> Self {
+        if self.max.is_nan() || other.max.is_nan() {
+            MaxSum {
+                max: F::NAN,
+                sum: f64::NAN,
+            }
+        } else if other.max > self.max {
+            MaxSum {
+                max: other.max,
+                sum: self.sum * (self.max.to_f64() - other.max.to_f64()).exp() + other.sum,
+            }
+        } else if self.max > other.max {
+            MaxSum {
+                max: self.max,
+                sum: self.sum + other.sum * (other.max.to_f64() - self.max.to_f64()).exp(),
+            }
+        } else {
+            MaxSum {
+                max: self.max,
+                sum: self.sum + other.sum,
+            }
+        }
+    }
+
+    /// `log(Σ exp(x))`: `+inf` if an element is `+inf`, `-inf` if all are `-inf` (or none),
+    /// NaN if any is NaN.
+    #[inline]
+    pub fn log_sum_exp(self) -> f64 {
+        self.max.to_f64() + self.sum.ln()
+    }
+}
+
+/// The statistics of a slice: blocks of `ROW_BLOCK` elements, each read twice from L1 (max,
+/// then the sum of exponentials relative to it), merged in f64.
+#[inline(always)]
+pub fn max_sum<F: Real, const FMA: bool>(x: &[F]) -> MaxSum<F> {
+    let mut acc = MaxSum::EMPTY;
+    for block in x.chunks(ROW_BLOCK) {
+        let m = max_of(block);
+        let part = if m.is_finite() {
+            MaxSum {
+                max: m,
+                sum: sum_exp::<F, FMA>(block, m).to_f64(),
+            }
+        } else {
+            // Only infinities and NaN (or an infinite maximum): the rare exact path.
+            let mf = m.to_f64();
+            let sum = block
+                .iter()
+                .map(|&v| if v == m { 1.0 } else { (v.to_f64() - mf).exp() })
+                .sum();
+            MaxSum { max: m, sum }
+        };
+        acc = acc.merge(part);
+    }
+    acc
+}
+
+/// `log(sum)` as `(hi, lo)` in the compute type, `hi + lo` closer to the f64 value than `hi`.
+#[inline(always)]
+fn split<F: Real>(v: f64) -> (F, F) {
+    let hi = F::from_f64(v);
+    (hi, F::from_f64(v - hi.to_f64()))
+}
+
+/// Writes `log_softmax(x)` (or `softmax(x)`) of one row into `out` (same length).
+#[inline(always)]
+pub fn softmax_row<F: Real, const FMA: bool>(x: &[F], out: &mut [F], log: bool) {
+    softmax_from_stats::<F, FMA>(x, max_sum::<F, FMA>(x), out, log);
+}
+
+/// Like [`softmax_row`], given the row's statistics.
+#[inline(always)]
+pub fn softmax_from_stats<F: Real, const FMA: bool>(
+    x: &[F],
+    stats: MaxSum<F>,
+    out: &mut [F],
+    log: bool,
+) {
+    let log_sum = stats.sum.ln();
+    let m = stats.max;
+    if log {
+        write_log_softmax(x, m, F::from_f64(log_sum), out);
+    } else if m.is_finite() && !log_sum.is_nan() {
+        // exp(x - (m + log_sum)) with the shift kept as hi + lo: ~1 ulp even for tiny outputs.
+        let (l_hi, l_lo) = split::<F>(log_sum);
+        let hi = m + l_hi;
+        let lo = l_lo - F::sub_error(m, -l_hi, hi);
+        write_exp_sub::<F, FMA>(x, hi, lo, out);
+    } else {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = F::from_f64(((v.to_f64() - m.to_f64()) - log_sum).exp());
+        }
+    }
+}
+
+/// A row-wise job compiled per instruction set: it handles `rows` and fills `out`, one item per
+/// row (use `()` when the rows are written elsewhere).
+pub trait RowKernel: Sync {
+    type PerRow: Send;
+    type Block: Send;
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [Self::PerRow]) -> Self::Block;
+}
+
+struct Run<'a, K: RowKernel> {
+    kernel: &'a K,
+    rows: Range<usize>,
+    out: &'a mut [K::PerRow],
+}
+
+impl<K: RowKernel> SimdTask for Run<'_, K> {
+    type Output = K::Block;
+    #[inline(always)]
+    fn run<const FMA: bool>(self) -> K::Block {
+        self.kernel.block::<FMA>(self.rows, self.out)
+    }
+}
+
+/// Runs `kernel` over all rows (`out.len()` of them, `row_len` elements each) in fixed blocks,
+/// in parallel when worthwhile, and returns the block results in row order.
+pub fn run_rows<K: RowKernel>(
+    isa: Isa,
+    kernel: &K,
+    out: &mut [K::PerRow],
+    row_len: usize,
+) -> Vec<K::Block> {
+    let elements = out.len().saturating_mul(row_len.max(1));
+    map_blocks_with_output(out, rows_per_block(row_len), elements, |rows, out| {
+        dispatch(isa, Run { kernel, rows, out })
+    })
+}
+
+struct SoftmaxInto<'r, 'a, E> {
+    x: &'r Rows<'a, E>,
+    out: &'r RowsMut<'a, E>,
+    log: bool,
+}
+
+impl<E: Element> RowKernel for SoftmaxInto<'_, '_, E> {
+    type PerRow = ();
+    type Block = ();
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, _: &mut [()]) {
+        let (mut src, mut dst) = (Vec::new(), Vec::new());
+        for r in rows {
+            let x = self.x.row(r, &mut src);
+            // SAFETY: each row is written by exactly one block.
+            unsafe {
+                self.out.with_row(r, &mut dst, |o| {
+                    softmax_row::<E::Compute, FMA>(x, o, self.log)
+                })
+            };
+        }
+    }
+}
+
+struct SoftmaxInPlace<'r, 'a, E> {
+    rows: &'r RowsMut<'a, E>,
+    log: bool,
+}
+
+impl<E: Element> RowKernel for SoftmaxInPlace<'_, '_, E> {
+    type PerRow = ();
+    type Block = ();
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, _: &mut [()]) {
+        let (mut copy, mut buf) = (Vec::new(), Vec::new());
+        for r in rows {
+            // SAFETY: each row is accessed by exactly one block.
+            unsafe {
+                self.rows.with_row(r, &mut buf, |row| {
+                    copy.clear();
+                    copy.extend_from_slice(row);
+                    softmax_row::<E::Compute, FMA>(&copy, row, self.log)
+                })
+            };
+        }
+    }
+}
+
+/// `out = log_softmax(x)` (or `softmax`) along the rows; `x` and `out` must have the same rows.
+pub fn softmax_into<E: Element>(isa: Isa, x: &Rows<'_, E>, out: &RowsMut<'_, E>, log: bool) {
+    assert_eq!(x.n_rows(), out.n_rows());
+    let mut unit = vec![(); x.n_rows()];
+    run_rows(isa, &SoftmaxInto { x, out, log }, &mut unit, x.len());
+}
+
+/// `log_softmax` (or `softmax`) of the rows, in place.
+pub fn softmax_in_place<E: Element>(isa: Isa, rows: &RowsMut<'_, E>, log: bool) {
+    let mut unit = vec![(); rows.n_rows()];
+    run_rows(isa, &SoftmaxInPlace { rows, log }, &mut unit, rows.len());
+}
+
+struct LogSumExp<'r, 'a, E>(&'r Rows<'a, E>);
+
+impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = ();
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
+        let mut scratch = Vec::new();
+        for (r, o) in rows.zip(out) {
+            let stats = max_sum::<E::Compute, FMA>(self.0.row(r, &mut scratch));
+            *o = E::Compute::from_f64(stats.log_sum_exp());
+        }
+    }
+}
+
+/// `out[r] = log(Σ exp(x[r]))` for every row.
+pub fn logsumexp<E: Element>(isa: Isa, x: &Rows<'_, E>, out: &mut [E::Compute]) {
+    assert_eq!(x.n_rows(), out.len());
+    run_rows(isa, &LogSumExp(x), out, x.len());
+}
+
+/// `-p log p` as `scipy.special.entr`: 0 at 0, `-inf` below 0, NaN for NaN.
+#[inline]
+pub fn entr(p: f64) -> f64 {
+    if p > 0.0 {
+        -p * p.ln()
+    } else if p == 0.0 {
+        0.0
+    } else if p.is_nan() {
+        f64::NAN
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// `p log(p / q)` as `scipy.special.rel_entr`, with `log(p/q)` as `log1p((p - q) / q)` so
+/// that nearly equal `p` and `q` keep their digits.
+#[inline]
+pub fn rel_entr(p: f64, q: f64) -> f64 {
+    if p.is_nan() || q.is_nan() {
+        f64::NAN
+    } else if p > 0.0 && q > 0.0 {
+        if q.is_infinite() || p.is_infinite() {
+            p * (p / q).ln()
+        } else {
+            p * ((p - q) / q).ln_1p()
+        }
+    } else if p == 0.0 && q >= 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    }
+}
+
+struct Entropy<'r, 'a, E>(&'r Rows<'a, E>);
+
+impl<E: Element> RowKernel for Entropy<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = ();
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
+        let mut scratch = Vec::new();
+        for (r, o) in rows.zip(out) {
+            let h: f64 = self
+                .0
+                .row(r, &mut scratch)
+                .iter()
+                .map(|p| entr(p.to_f64()))
+                .sum();
+            *o = E::Compute::from_f64(h);
+        }
+    }
+}
+
+/// `out[r] = -Σ p log p` for every row.
+pub fn entropy<E: Element>(isa: Isa, p: &Rows<'_, E>, out: &mut [E::Compute]) {
+    assert_eq!(p.n_rows(), out.len());
+    run_rows(isa, &Entropy(p), out, p.len());
+}
+
+struct KlDivergence<'r, 'a, E> {
+    p: &'r Rows<'a, E>,
+    q: &'r Rows<'a, E>,
+}
+
+impl<E: Element> RowKernel for KlDivergence<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = ();
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
+        let (mut sp, mut sq) = (Vec::new(), Vec::new());
+        for (r, o) in rows.zip(out) {
+            let (p, q) = (self.p.row(r, &mut sp), self.q.row(r, &mut sq));
+            let kl: f64 = p
+                .iter()
+                .zip(q)
+                .map(|(a, b)| rel_entr(a.to_f64(), b.to_f64()))
+                .sum();
+            *o = E::Compute::from_f64(kl);
+        }
+    }
+}
+
+/// `out[r] = Σ p log(p / q)` for every row; `p` and `q` must have the same rows.
+pub fn kl_divergence<E: Element>(
+    isa: Isa,
+    p: &Rows<'_, E>,
+    q: &Rows<'_, E>,
+    out: &mut [E::Compute],
+) {
+    assert_eq!((p.n_rows(), p.len()), (q.n_rows(), q.len()));
+    assert_eq!(p.n_rows(), out.len());
+    run_rows(isa, &KlDivergence { p, q }, out, p.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lse_exact(x: &[f64]) -> f64 {
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+    }
+
+    #[test]
+    fn max_sum_merges_across_blocks() {
+        let x: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0)
+            .collect();
+        let exact = lse_exact(&x.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let got = max_sum::<f32, false>(&x).log_sum_exp();
+        assert!((got - exact).abs() < 1e-6 * exact.abs().max(1.0));
+    }
+
+    #[test]
+    fn special_values_follow_torch_logsumexp() {
+        let inf = f32::INFINITY;
+        assert_eq!(
+            max_sum::<f32, false>(&[inf, 1.0]).log_sum_exp(),
+            f64::INFINITY
+        );
+        assert_eq!(
+            max_sum::<f32, false>(&[-inf, -inf]).log_sum_exp(),
+            f64::NEG_INFINITY
+        );
+        assert_eq!(max_sum::<f32, false>(&[]).log_sum_exp(), f64::NEG_INFINITY);
+        assert!(max_sum::<f32, false>(&[1.0, f32::NAN])
+            .log_sum_exp()
+            .is_nan());
+        assert!(max_sum::<f32, false>(&[inf, f32::NAN])
+            .log_sum_exp()
+            .is_nan());
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_log_softmax() {
+        let x: Vec<f64> = (0..37).map(|i| (i as f64 * 1.3).sin() * 30.0).collect();
+        let (mut p, mut lp) = (vec![0.0; 37], vec![0.0; 37]);
+        softmax_row::<f64, false>(&x, &mut p, false);
+        softmax_row::<f64, false>(&x, &mut lp, true);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-15);
+        for (a, b) in p.iter().zip(&lp) {
+            assert!((a.ln() - b).abs() < 1e-13 * b.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn entr_and_rel_entr_conventions() {
+        assert_eq!(entr(0.0), 0.0);
+        assert_eq!(entr(-1.0), f64::NEG_INFINITY);
+        assert_eq!(rel_entr(0.0, 0.0), 0.0);
+        assert_eq!(rel_entr(1.0, 0.0), f64::INFINITY);
+        assert!((rel_entr(0.5, 0.25) - 0.5 * 2f64.ln()).abs() < 1e-16);
+    }
+}
