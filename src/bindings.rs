@@ -1,1 +1,732 @@
+//! The Python module `xent_rs._native`: validates what the kernels assume, picks the element
+//! type, releases the GIL around every kernel and maps kernel errors to Python exceptions.
+//! Argument normalisation (dtype conversion, axis, shapes) happens in `python/xent_rs/_rust.py`;
+//! everything it guarantees is checked again here, so no call can panic or crash.
+
+use crate::kernels::losses::{self, Binary, BinaryInputs, ClassOptions, ClassTerm, GradOut, Total};
+use crate::kernels::{parallel, softmax, Element, Isa, KernelError, Rows, RowsMut};
+use half::{bf16, f16};
+use numpy::{
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use std::sync::OnceLock;
+
+/// Errors of this layer, turned into Python exceptions in one place.
+#[derive(Debug)]
+enum BindError {
+    Type(String),
+    Value(String),
+    /// A kernel error and the shape of the array its position refers to.
+    Kernel(KernelError, Vec<usize>),
+}
+
+type BindResult<T> = Result<T, BindError>;
+
+/// The C-order multi-index of flat position `flat` in `shape`, formatted like a Python tuple.
+fn position(mut flat: usize, shape: &[usize]) -> String {
+    let mut index = vec![0; shape.len()];
+    for (i, &n) in shape.iter().enumerate().rev() {
+        if n > 0 {
+            index[i] = flat % n;
+            flat /= n;
+        }
+    }
+    match index.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            index
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+impl From<BindError> for PyErr {
+    fn from(err: BindError) -> PyErr {
+        match err {
+            BindError::Type(msg) => PyTypeError::new_err(msg),
+            BindError::Value(msg) => PyValueError::new_err(msg),
+            BindError::Kernel(
+                KernelError::TargetOutOfRange {
+                    value,
+                    row,
+                    n_classes,
+                    ignore_index,
+                },
+                shape,
+            ) => PyValueError::new_err(format!(
+                "target: class index {value} at position {} is out of range for {n_classes} \
+                 classes (expected 0 <= index < {n_classes}, or ignore_index={ignore_index})",
+                position(row, &shape)
+            )),
+            BindError::Kernel(KernelError::ProbabilityOutOfRange { value, index }, shape) => {
+                PyValueError::new_err(format!(
+                    "probs: probabilities must lie in [0, 1]; found {} at position {}",
+                    python_float(value),
+                    position(index, &shape)
+                ))
+            }
+        }
+    }
+}
+
+/// `value` as Python's `str(float)` prints it (for the common cases in error messages).
+fn python_float(value: f64) -> String {
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    let s = format!("{value:?}");
+    if s.contains('e') && !s.contains("e-") {
+        s.replace('e', "e+")
+    } else {
+        s
+    }
+}
+
+fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(Isa::detect)
+}
+
+fn check_axis(axis: usize, ndim: usize, name: &str) -> BindResult<()> {
+    if axis < ndim {
+        Ok(())
+    } else {
+        Err(BindError::Value(format!(
+            "{name}: axis {axis} is out of bounds for an array of dimension {ndim}"
+        )))
+    }
+}
+
+fn same_shape(a: &[usize], b: &[usize], name: &str, other: &str) -> BindResult<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(BindError::Value(format!(
+            "{name}: shape {a:?} does not match {b:?}, the shape of {other}"
+        )))
+    }
+}
+
+fn writable_rows<'a, E: Element>(
+    view: ndarray::ArrayViewMutD<'a, E>,
+    axis: usize,
+    name: &str,
+) -> BindResult<RowsMut<'a, E>> {
+    RowsMut::new(view, axis).ok_or_else(|| {
+        BindError::Value(format!("{name}: must be a C- or Fortran-contiguous array"))
+    })
+}
+
+/// Calls `$f::<E>(args)` for the element type of `$x` (float32, float64, float16, bfloat16).
+macro_rules! dispatch_dtype {
+    ($x:expr, $name:expr, $f:ident($($arg:expr),*)) => {{
+        let x: &Bound<'_, PyUntypedArray> = $x;
+        let dtype = x.dtype();
+        let py = x.py();
+        if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+            $f::<f32>(x.cast::<PyArrayDyn<f32>>()?, $($arg),*)
+        } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
+            $f::<f64>(x.cast::<PyArrayDyn<f64>>()?, $($arg),*)
+        } else if dtype.is_equiv_to(&numpy::dtype::<f16>(py)) {
+            $f::<f16>(x.cast::<PyArrayDyn<f16>>()?, $($arg),*)
+        } else if dtype.getattr("name")?.extract::<String>()? == "bfloat16" {
+            $f::<bf16>(x.cast::<PyArrayDyn<bf16>>()?, $($arg),*)
+        } else {
+            Err(BindError::Type(format!(
+                "{}: unsupported dtype {}; expected float16, bfloat16, float32 or float64 in native byte order",
+                $name, dtype
+            ))
+            .into())
+        }
+    }};
+}
+
+/// An array argument that must have the element type `E` of the main input.
+fn same_dtype<'py, E: Element + numpy::Element>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> BindResult<Bound<'py, PyArrayDyn<E>>> {
+    obj.cast::<PyArrayDyn<E>>()
+        .cloned()
+        .map_err(|_| BindError::Type(format!("{name}: must be an array of the input's dtype")))
+}
+
+fn optional_weight<'py, E: Element>(
+    weight: Option<&Bound<'py, PyAny>>,
+    n_classes: usize,
+) -> BindResult<Option<PyReadonlyArray1<'py, E::Compute>>>
+where
+    E::Compute: numpy::Element,
+{
+    let Some(w) = weight else { return Ok(None) };
+    let w = w
+        .cast::<PyArray1<E::Compute>>()
+        .map_err(|_| BindError::Type("weight: must be a 1-D array of the compute dtype".into()))?
+        .readonly();
+    if w.len() != n_classes || !w.is_contiguous() {
+        return Err(BindError::Value(format!(
+            "weight: expected a contiguous array of shape ({n_classes},), got {:?}",
+            w.shape()
+        )));
+    }
+    Ok(Some(w))
+}
+
+fn new_output<'py, T: numpy::Element>(
+    py: Python<'py>,
+    n: usize,
+    want: bool,
+) -> Option<Bound<'py, PyArray1<T>>> {
+    want.then(|| PyArray1::<T>::zeros(py, n, false))
+}
+
+/// The result of a loss: per-row (or per-element) losses if asked, the total, the denominator.
+type LossResult<'py> = (Option<Bound<'py, PyAny>>, f64, f64);
+
+fn loss_result<'py, T: numpy::Element>(
+    per_row: Option<Bound<'py, PyArray1<T>>>,
+    total: Total,
+) -> LossResult<'py> {
+    (per_row.map(|a| a.into_any()), total.sum(), total.weight())
+}
+
+// ---------------------------------------------------------------- softmax family
+
+fn softmax_into_impl<E: Element + numpy::Element>(
+    x: &Bound<'_, PyArrayDyn<E>>,
+    out: &Bound<'_, PyAny>,
+    axis: usize,
+    log: bool,
+) -> PyResult<()> {
+    let out = same_dtype::<E>(out, "out")?;
+    check_axis(axis, x.ndim(), "x")?;
+    same_shape(out.shape(), x.shape(), "out", "x")?;
+    let x = x.readonly();
+    let mut out = out.readwrite();
+    let (xv, ov) = (x.as_array(), out.as_array_mut());
+    let rows_out = writable_rows(ov, axis, "out")?;
+    x.py()
+        .detach(|| softmax::softmax_into(isa(), &Rows::new(xv, axis), &rows_out, log));
+    Ok(())
+}
+
+/// `out = log_softmax(x)` (or softmax) along `axis`; `out` must not overlap `x`.
+#[pyfunction]
+fn softmax_into(
+    x: &Bound<'_, PyUntypedArray>,
+    out: &Bound<'_, PyAny>,
+    axis: usize,
+    log: bool,
+) -> PyResult<()> {
+    dispatch_dtype!(x, "x", softmax_into_impl(out, axis, log))
+}
+
+fn softmax_in_place_impl<E: Element + numpy::Element>(
+    x: &Bound<'_, PyArrayDyn<E>>,
+    axis: usize,
+    log: bool,
+) -> PyResult<()> {
+    check_axis(axis, x.ndim(), "out")?;
+    let py = x.py();
+    let mut x = x.readwrite();
+    let rows = writable_rows(x.as_array_mut(), axis, "out")?;
+    py.detach(|| softmax::softmax_in_place(isa(), &rows, log));
+    Ok(())
+}
+
+/// `x = log_softmax(x)` (or softmax) in place.
+#[pyfunction]
+fn softmax_in_place(x: &Bound<'_, PyUntypedArray>, axis: usize, log: bool) -> PyResult<()> {
+    dispatch_dtype!(x, "out", softmax_in_place_impl(axis, log))
+}
+
+/// Which per-row reduction of the softmax family to run.
+#[derive(Clone, Copy)]
+enum RowReduction {
+    LogSumExp,
+    Entropy,
+}
+
+fn row_reduction_impl<'py, E: Element + numpy::Element>(
+    x: &Bound<'py, PyArrayDyn<E>>,
+    axis: usize,
+    which: RowReduction,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    E::Compute: numpy::Element,
+{
+    check_axis(axis, x.ndim(), "x")?;
+    let x = x.readonly();
+    let view = x.as_array();
+    let n_rows = view.len_of(ndarray::Axis(axis)).max(1);
+    let n_rows = if view.len_of(ndarray::Axis(axis)) == 0 {
+        view.shape()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != axis)
+            .map(|(_, &n)| n)
+            .product()
+    } else {
+        view.len() / n_rows
+    };
+    let out = PyArray1::<E::Compute>::zeros(x.py(), n_rows, false);
+    {
+        let mut o = out.readwrite();
+        let slice = o.as_slice_mut().expect("new arrays are contiguous");
+        x.py().detach(|| {
+            let rows = Rows::new(view, axis);
+            match which {
+                RowReduction::LogSumExp => softmax::logsumexp(isa(), &rows, slice),
+                RowReduction::Entropy => softmax::entropy(isa(), &rows, slice),
+            }
+        });
+    }
+    Ok(out.into_any())
+}
+
+/// `logsumexp` of every row along `axis`, flat in C order of the other axes.
+#[pyfunction]
+fn logsumexp<'py>(x: &Bound<'py, PyUntypedArray>, axis: usize) -> PyResult<Bound<'py, PyAny>> {
+    dispatch_dtype!(x, "x", row_reduction_impl(axis, RowReduction::LogSumExp))
+}
+
+/// `-Σ p log p` of every row along `axis`.
+#[pyfunction]
+fn entropy<'py>(p: &Bound<'py, PyUntypedArray>, axis: usize) -> PyResult<Bound<'py, PyAny>> {
+    dispatch_dtype!(p, "p", row_reduction_impl(axis, RowReduction::Entropy))
+}
+
+fn kl_impl<'py, E: Element + numpy::Element>(
+    p: &Bound<'py, PyArrayDyn<E>>,
+    q: &Bound<'py, PyAny>,
+    axis: usize,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    E::Compute: numpy::Element,
+{
+    let q = same_dtype::<E>(q, "q")?;
+    check_axis(axis, p.ndim(), "p")?;
+    same_shape(q.shape(), p.shape(), "q", "p")?;
+    let (p, q) = (p.readonly(), q.readonly());
+    let (pv, qv) = (p.as_array(), q.as_array());
+    let n_rows = Rows::new(pv.clone(), axis).n_rows();
+    let out = PyArray1::<E::Compute>::zeros(p.py(), n_rows, false);
+    {
+        let mut o = out.readwrite();
+        let slice = o.as_slice_mut().expect("new arrays are contiguous");
+        p.py().detach(|| {
+            softmax::kl_divergence(isa(), &Rows::new(pv, axis), &Rows::new(qv, axis), slice)
+        });
+    }
+    Ok(out.into_any())
+}
+
+/// `Σ p log(p / q)` of every row along `axis`.
+#[pyfunction]
+fn kl_divergence<'py>(
+    p: &Bound<'py, PyUntypedArray>,
+    q: &Bound<'py, PyAny>,
+    axis: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    dispatch_dtype!(p, "p", kl_impl(q, axis))
+}
+
+// ---------------------------------------------------------------- losses over classes
+
+/// Class-index targets: a contiguous int64 array with one entry per row.
+fn index_targets<'py>(
+    target: &Bound<'py, PyAny>,
+    n_rows: usize,
+) -> BindResult<PyReadonlyArray1<'py, i64>> {
+    let t = target
+        .cast::<PyArray1<i64>>()
+        .map_err(|_| BindError::Type("target: class indices must be a 1-D int64 array".into()))?
+        .readonly();
+    if t.len() != n_rows || !t.is_contiguous() {
+        return Err(BindError::Value(format!(
+            "target: expected a contiguous array of {n_rows} class indices, got shape {:?}",
+            t.shape()
+        )));
+    }
+    Ok(t)
+}
+
+fn batch_shape(shape: &[usize], axis: usize) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != axis)
+        .map(|(_, &n)| n)
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy_impl<'py, E: Element + numpy::Element>(
+    x: &Bound<'py, PyArrayDyn<E>>,
+    target: &Bound<'py, PyAny>,
+    axis: usize,
+    weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    per_row: bool,
+    grad: Option<&Bound<'py, PyAny>>,
+    mean: bool,
+) -> PyResult<LossResult<'py>>
+where
+    E::Compute: numpy::Element,
+{
+    let py = x.py();
+    check_axis(axis, x.ndim(), "logits")?;
+    if !(0.0..=1.0).contains(&label_smoothing) {
+        return Err(BindError::Value(format!(
+            "label_smoothing: expected a float in [0, 1], got {label_smoothing}"
+        ))
+        .into());
+    }
+    let x = x.readonly();
+    let xv = x.as_array();
+    let n_classes = xv.shape()[axis];
+    let batch = batch_shape(xv.shape(), axis);
+    let n_rows: usize = batch.iter().product();
+    let weight = optional_weight::<E>(weight, n_classes)?;
+    let grad = grad.map(|g| same_dtype::<E>(g, "grad")).transpose()?;
+    if let Some(g) = &grad {
+        same_shape(g.shape(), xv.shape(), "grad", "logits")?;
+    }
+    let mut grad_rw = grad.as_ref().map(|g| g.readwrite());
+    let grad_rows = grad_rw
+        .as_mut()
+        .map(|g| writable_rows(g.as_array_mut(), axis, "grad"))
+        .transpose()?;
+    let out = new_output::<E::Compute>(py, n_rows, per_row);
+    let mut out_rw = out.as_ref().map(|o| o.readwrite());
+    let mut scratch = Vec::new();
+    let out_slice: &mut [E::Compute] = match out_rw.as_mut() {
+        Some(o) => o.as_slice_mut().expect("new arrays are contiguous"),
+        None => {
+            scratch.resize(n_rows, E::Compute::default());
+            &mut scratch
+        }
+    };
+    let options = ClassOptions {
+        weight: weight
+            .as_ref()
+            .map(|w| w.as_slice().expect("checked contiguous")),
+        ignore_index,
+        label_smoothing,
+    };
+    let rows = Rows::new(xv, axis);
+    let kernel_error = |e| BindError::Kernel(e, batch.clone());
+    let target_is_index =
+        target.cast::<PyArray1<i64>>().is_ok() && target.cast::<PyArrayDyn<E>>().is_err();
+    let total = if target_is_index {
+        let t = index_targets(target, n_rows)?;
+        let targets = t.as_slice().expect("checked contiguous");
+        py.detach(|| {
+            let denominator = losses::check_targets(targets, n_classes, &options)?;
+            let scale = if mean { 1.0 / denominator } else { 1.0 };
+            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, scale });
+            losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad)
+        })
+        .map_err(kernel_error)?
+    } else {
+        let t = same_dtype::<E>(target, "target")?;
+        same_shape(t.shape(), x.shape(), "target", "logits")?;
+        let t = t.readonly();
+        let tv = t.as_array();
+        py.detach(|| {
+            let scale = if mean { 1.0 / n_rows as f64 } else { 1.0 };
+            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, scale });
+            losses::cross_entropy_probs(
+                isa(),
+                &rows,
+                &Rows::new(tv, axis),
+                options,
+                out_slice,
+                grad,
+            )
+        })
+        .map_err(kernel_error)?
+    };
+    Ok(loss_result(out, total))
+}
+
+/// Cross-entropy from logits. `target`: 1-D int64 class indices (one per row, C order) or an
+/// array of the logits' shape and dtype (probabilities). Returns `(per_row or None, sum,
+/// denominator)`; with `grad` (an array like `logits`) also writes d loss / d logits, scaled
+/// for a mean when `mean`.
+#[pyfunction]
+#[pyo3(signature = (logits, target, axis, weight, ignore_index, label_smoothing, per_row, grad, mean))]
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy<'py>(
+    logits: &Bound<'py, PyUntypedArray>,
+    target: &Bound<'py, PyAny>,
+    axis: usize,
+    weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    per_row: bool,
+    grad: Option<&Bound<'py, PyAny>>,
+    mean: bool,
+) -> PyResult<LossResult<'py>> {
+    dispatch_dtype!(
+        logits,
+        "logits",
+        cross_entropy_impl(
+            target,
+            axis,
+            weight,
+            ignore_index,
+            label_smoothing,
+            per_row,
+            grad,
+            mean
+        )
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn picked_impl<'py, E: Element + numpy::Element>(
+    x: &Bound<'py, PyArrayDyn<E>>,
+    target: &Bound<'py, PyAny>,
+    axis: usize,
+    weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    term: ClassTerm,
+    per_row: bool,
+    name: &str,
+) -> PyResult<LossResult<'py>>
+where
+    E::Compute: numpy::Element,
+{
+    let py = x.py();
+    check_axis(axis, x.ndim(), name)?;
+    let x = x.readonly();
+    let xv = x.as_array();
+    let n_classes = xv.shape()[axis];
+    let batch = batch_shape(xv.shape(), axis);
+    let n_rows: usize = batch.iter().product();
+    let weight = optional_weight::<E>(weight, n_classes)?;
+    let weight = weight
+        .as_ref()
+        .map(|w| w.as_slice().expect("checked contiguous"));
+    let out = new_output::<E::Compute>(py, n_rows, per_row);
+    let mut out_rw = out.as_ref().map(|o| o.readwrite());
+    let mut scratch = Vec::new();
+    let out_slice: &mut [E::Compute] = match out_rw.as_mut() {
+        Some(o) => o.as_slice_mut().expect("new arrays are contiguous"),
+        None => {
+            scratch.resize(n_rows, E::Compute::default());
+            &mut scratch
+        }
+    };
+    let rows = Rows::new(xv, axis);
+    let target_is_index =
+        target.cast::<PyArray1<i64>>().is_ok() && target.cast::<PyArrayDyn<E>>().is_err();
+    let total = if target_is_index {
+        let t = index_targets(target, n_rows)?;
+        let targets = t.as_slice().expect("checked contiguous");
+        let options = ClassOptions {
+            weight,
+            ignore_index,
+            label_smoothing: 0.0,
+        };
+        py.detach(|| losses::picked_index(isa(), &rows, targets, options, term, out_slice))
+            .map_err(|e| BindError::Kernel(e, batch.clone()))?
+    } else {
+        let t = same_dtype::<E>(target, "target")?;
+        same_shape(t.shape(), x.shape(), "target", name)?;
+        let t = t.readonly();
+        let tv = t.as_array();
+        py.detach(|| {
+            losses::weighted_probs(isa(), &rows, &Rows::new(tv, axis), weight, term, out_slice)
+        })
+        .map_err(|e| BindError::Kernel(e, batch.clone()))?
+    };
+    Ok(loss_result(out, total))
+}
+
+/// `nll_loss` (`eps` None) or `categorical_cross_entropy` (`eps` given); arguments and result
+/// as for `cross_entropy`.
+#[pyfunction]
+#[pyo3(signature = (x, target, axis, weight, ignore_index, eps, per_row))]
+fn picked_loss<'py>(
+    x: &Bound<'py, PyUntypedArray>,
+    target: &Bound<'py, PyAny>,
+    axis: usize,
+    weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    eps: Option<f64>,
+    per_row: bool,
+) -> PyResult<LossResult<'py>> {
+    let (term, name) = match eps {
+        None => (ClassTerm::NegLogProb, "log_probs"),
+        Some(eps) => (ClassTerm::ClippedLog { eps }, "probs"),
+    };
+    dispatch_dtype!(
+        x,
+        name,
+        picked_impl(target, axis, weight, ignore_index, term, per_row, name)
+    )
+}
+
+// ---------------------------------------------------------------- binary losses
+
+fn binary_impl<'py, E: Element + numpy::Element>(
+    x: &Bound<'py, PyArrayDyn<E>>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    pos_weight: Option<&Bound<'py, PyAny>>,
+    kind: Binary,
+    per_element: bool,
+) -> PyResult<LossResult<'py>>
+where
+    E::Compute: numpy::Element,
+{
+    let py = x.py();
+    if x.ndim() == 0 {
+        return Err(BindError::Value("x: expected at least one dimension".into()).into());
+    }
+    let axis = x.ndim() - 1;
+    let shape = x.shape().to_vec();
+    let load = |obj: &Bound<'py, PyAny>, name: &str| -> BindResult<Bound<'py, PyArrayDyn<E>>> {
+        let a = same_dtype::<E>(obj, name)?;
+        same_shape(a.shape(), &shape, name, "the input")?;
+        Ok(a)
+    };
+    let target = load(target, "target")?;
+    let weight = weight.map(|w| load(w, "weight")).transpose()?;
+    let pos_weight = pos_weight.map(|p| load(p, "pos_weight")).transpose()?;
+    let (x, target) = (x.readonly(), target.readonly());
+    let weight = weight.as_ref().map(|w| w.readonly());
+    let pos_weight = pos_weight.as_ref().map(|p| p.readonly());
+    let size: usize = shape.iter().product();
+    let out = new_output::<E::Compute>(py, size, per_element);
+    let mut out_rw = out.as_ref().map(|o| o.readwrite());
+    let out_slice = out_rw
+        .as_mut()
+        .map(|o| o.as_slice_mut().expect("new arrays are contiguous"));
+    let (xv, tv) = (x.as_array(), target.as_array());
+    let wv = weight.as_ref().map(|w| w.as_array());
+    let pv = pos_weight.as_ref().map(|p| p.as_array());
+    let total = py
+        .detach(|| {
+            let (xr, tr) = (Rows::new(xv, axis), Rows::new(tv, axis));
+            let wr = wv.map(|w| Rows::new(w, axis));
+            let pr = pv.map(|p| Rows::new(p, axis));
+            let inputs = BinaryInputs {
+                x: &xr,
+                target: &tr,
+                weight: wr.as_ref(),
+                pos_weight: pr.as_ref(),
+            };
+            losses::binary(isa(), &inputs, kind, out_slice)
+        })
+        .map_err(|e| BindError::Kernel(e, shape.clone()))?;
+    Ok(loss_result(out, total))
+}
+
+/// Binary cross-entropy from probabilities (`logits` false) or logits, element-wise; all arrays
+/// of `x`'s shape and dtype (broadcast views welcome). Returns `(per-element or None, sum, count)`.
+#[pyfunction]
+#[pyo3(signature = (x, target, weight, pos_weight, logits, per_element))]
+fn binary_loss<'py>(
+    x: &Bound<'py, PyUntypedArray>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    pos_weight: Option<&Bound<'py, PyAny>>,
+    logits: bool,
+    per_element: bool,
+) -> PyResult<LossResult<'py>> {
+    let kind = if logits {
+        Binary::Logits
+    } else {
+        Binary::Probs
+    };
+    dispatch_dtype!(
+        x,
+        if logits { "logits" } else { "probs" },
+        binary_impl(target, weight, pos_weight, kind, per_element)
+    )
+}
+
+// ---------------------------------------------------------------- threads, machine
+
+/// Threads the kernels use.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    parallel::num_threads()
+}
+
+/// Sets the threads the kernels use (at least 1).
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    if n == 0 {
+        return Err(PyValueError::new_err(
+            "n: expected a positive number of threads, got 0",
+        ));
+    }
+    parallel::set_num_threads(n);
+    Ok(())
+}
+
+/// The instruction set the kernels run with: "avx2+fma" or "portable".
+#[pyfunction]
+fn simd_level() -> &'static str {
+    isa().name()
+}
+
+/// Reads every byte of the given arrays once with the kernels' thread pool (the memory-bound
+/// floor benchmarks compare against); returns a checksum so the reads cannot be skipped.
+#[pyfunction]
+#[pyo3(signature = (*arrays))]
+fn read_floor(py: Python<'_>, arrays: &Bound<'_, PyTuple>) -> PyResult<f64> {
+    let mut checksum = 0u64;
+    for array in arrays.iter() {
+        let bytes = array.call_method0("ravel")?.call_method1("view", ("u8",))?;
+        let bytes = bytes
+            .cast::<PyArray1<u64>>()
+            .map_err(|_| {
+                PyTypeError::new_err(
+                    "arrays: expected arrays whose size in bytes is a multiple of 8",
+                )
+            })?
+            .readonly();
+        let words = bytes
+            .as_slice()
+            .map_err(|_| PyValueError::new_err("arrays: not contiguous"))?;
+        checksum ^= py.detach(|| {
+            parallel::map_blocks(words.len(), 1 << 16, words.len(), |r| {
+                words[r].iter().fold(0u64, |a, &w| a.wrapping_add(w))
+            })
+            .into_iter()
+            .fold(0u64, u64::wrapping_add)
+        });
+    }
+    Ok(checksum as f64)
+}
+
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(softmax_into, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax_in_place, m)?)?;
+    m.add_function(wrap_pyfunction!(logsumexp, m)?)?;
+    m.add_function(wrap_pyfunction!(entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(kl_divergence, m)?)?;
+    m.add_function(wrap_pyfunction!(cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(picked_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(binary_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_level, m)?)?;
+    m.add_function(wrap_pyfunction!(read_floor, m)?)?;
+    Ok(())
+}

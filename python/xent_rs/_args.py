@@ -21,14 +21,19 @@ __all__ = [
     "as_float_array",
     "as_target",
     "as_weight",
+    "binary_args",
     "binary_probs_out_of_range",
     "broadcast_to_input",
+    "check_eps",
     "check_ignore_index",
     "check_label_smoothing",
+    "check_num_threads",
     "check_reduction",
+    "class_args",
     "compute_dtype",
     "finish_reduction",
     "first_position",
+    "kl_args",
     "normalize_axis",
     "target_out_of_range",
 ]
@@ -206,3 +211,75 @@ def finish_reduction(total: float, denominator: float, reduction: str, dtype: An
         if reduction == "sum":
             return scalar_type(total)
         return scalar_type(np.float64(total) / np.float64(denominator))
+
+
+def check_eps(eps: Any, dtype: Any) -> float:
+    """The clipping bound of ``categorical_cross_entropy``: default ``finfo(dtype).eps``."""
+    if eps is None:
+        return float(np.finfo(dtype).eps)
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
+        raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
+    if not 0.0 <= float(eps) < 0.5:  # also rejects NaN
+        raise ValueError(f"eps: expected a float in [0, 0.5), got {float(eps)}")
+    return float(eps)
+
+
+def check_num_threads(n: Any) -> int:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n: expected a positive integer, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n: expected a positive integer, got {n}")
+    return int(n)
+
+
+def class_args(
+    x: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    name: str,
+    label_smoothing: Any = 0.0,
+) -> tuple[np.ndarray, int, str, float, int, str, np.ndarray, np.ndarray | None]:
+    """Validate the arguments of a loss over classes, in the order both backends check them.
+
+    Returns ``(x, axis, reduction, label_smoothing, ignore_index, target kind, target, weight)``
+    with ``weight`` (or None) in the compute dtype of ``x``.
+    """
+    xa = as_float_array(x, name)
+    ax = normalize_axis(axis, xa.ndim)
+    reduction = check_reduction(reduction)
+    e = check_label_smoothing(label_smoothing)
+    ignore_index = check_ignore_index(ignore_index)
+    kind, t = as_target(target, xa, ax)
+    w = as_weight(weight, xa.shape[ax], compute_dtype(xa.dtype))
+    return xa, ax, reduction, e, ignore_index, kind, t, w
+
+
+def binary_args(
+    x: Any, target: Any, weight: Any, reduction: Any, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """Validate the arguments of a binary loss: ``(x, target, weight broadcast, reduction)``."""
+    xa = as_float_array(x, name)
+    ta = as_float_array(target, "target")
+    reduction = check_reduction(reduction)
+    if ta.shape != xa.shape:
+        raise ValueError(f"target: shape {ta.shape} does not match {xa.shape}, the shape of {name}")
+    w = None if weight is None else broadcast_to_input(weight, xa.shape, "weight")
+    return xa, ta, w, reduction
+
+
+def kl_args(p: Any, q: Any, axis: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(p, q, axis)`` with ``p`` and ``q`` broadcast (views) to one shape and one dtype."""
+    pa, qa = as_float_array(p, "p"), as_float_array(q, "q")
+    try:
+        shape = np.broadcast_shapes(pa.shape, qa.shape)
+    except ValueError:
+        raise ValueError(
+            f"q: shape {qa.shape} cannot be broadcast with {pa.shape}, the shape of p"
+        ) from None
+    ax = normalize_axis(axis, len(shape))
+    dtype = pa.dtype if pa.dtype == qa.dtype else np.promote_types(pa.dtype, qa.dtype)
+    pb, qb = (np.broadcast_to(a.astype(dtype, copy=False), shape) for a in (pa, qa))
+    return pb, qb, ax

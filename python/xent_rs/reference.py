@@ -79,15 +79,25 @@ def _into(result: np.ndarray, shape: tuple[int, ...], out: Any) -> np.ndarray:
     return out
 
 
-def _weights(weight: Any, n_classes: int) -> np.ndarray:
-    w = _args.as_weight(weight, n_classes, np.float64)
-    return np.ones(n_classes) if w is None else w
-
-
-def _target(target: npt.ArrayLike, xa: np.ndarray, ax: int) -> tuple[str, np.ndarray]:
-    """``as_target``, with probability targets as float64 with the class axis last."""
-    kind, t = _args.as_target(target, xa, ax)
-    return kind, (np.moveaxis(t, ax, -1).astype(np.float64) if kind == "probs" else t)
+def _class_args(
+    x: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    name: str,
+    label_smoothing: Any = 0.0,
+) -> tuple[np.ndarray, int, str, float, int, str, np.ndarray, np.ndarray]:
+    """``_args.class_args`` with probability targets as float64, class axis last, and weights
+    as float64 (ones when absent)."""
+    xa, ax, reduction, e, ignore_index, kind, t, w = _args.class_args(
+        x, target, axis, weight, ignore_index, reduction, name, label_smoothing
+    )
+    if kind == "probs":
+        t = np.moveaxis(t, ax, -1).astype(np.float64)
+    w = np.ones(xa.shape[ax]) if w is None else w.astype(np.float64)
+    return xa, ax, reduction, e, ignore_index, kind, t, w
 
 
 def _index_rows(t: np.ndarray, n_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,16 +338,9 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> np.ndar
     >>> print(ref.kl_divergence([0.5, 0.5], [0.25, 0.75]).round(6))
     0.143841
     """
-    pa, qa = _args.as_float_array(p, "p"), _args.as_float_array(q, "q")
-    try:
-        shape = np.broadcast_shapes(pa.shape, qa.shape)
-    except ValueError:
-        raise ValueError(
-            f"q: shape {qa.shape} cannot be broadcast with {pa.shape}, the shape of p"
-        ) from None
-    ax = _args.normalize_axis(axis, len(shape))
-    P, Q = (np.moveaxis(np.broadcast_to(a, shape), ax, -1).astype(np.float64) for a in (pa, qa))
-    dtype = _args.compute_dtype(np.promote_types(pa.dtype, qa.dtype))
+    pb, qb, ax = _args.kl_args(p, q, axis)
+    P, Q = (np.moveaxis(a, ax, -1).astype(np.float64) for a in (pb, qb))
+    dtype = _args.compute_dtype(pb.dtype)
     with np.errstate(all="ignore"):
         rel = np.select(
             [np.isnan(P) | np.isnan(Q), (P > 0) & (Q > 0), (P == 0) & (Q >= 0)],
@@ -388,12 +391,10 @@ def _cross_entropy(
     reduction: Any,
     with_grad: bool,
 ) -> tuple[Loss, np.ndarray | None]:
-    xa, ax, z = _class_last(logits, axis, "logits")
-    reduction = _args.check_reduction(reduction)
-    e = _args.check_label_smoothing(label_smoothing)
-    ignore_index = _args.check_ignore_index(ignore_index)
-    kind, t = _target(target, xa, ax)
-    w = _weights(weight, z.shape[-1])
+    xa, ax, reduction, e, ignore_index, kind, t, w = _class_args(
+        logits, target, axis, weight, ignore_index, reduction, "logits", label_smoothing
+    )
+    z = np.moveaxis(xa, ax, -1).astype(np.float64)
     with np.errstate(all="ignore"):
         logp = _log_softmax_last(z)
         per, denominator = _nll(logp, kind, t, w, ignore_index, e)
@@ -522,11 +523,10 @@ def nll_loss(
     >>> print(ref.nll_loss(np.log([[0.5, 0.5], [0.25, 0.75]]), [0, 1], reduction="sum").round(6))
     0.980829
     """
-    xa, ax, z = _class_last(log_probs, axis, "log_probs")
-    reduction = _args.check_reduction(reduction)
-    ignore_index = _args.check_ignore_index(ignore_index)
-    kind, t = _target(target, xa, ax)
-    w = _weights(weight, z.shape[-1])
+    xa, ax, reduction, _, ignore_index, kind, t, w = _class_args(
+        log_probs, target, axis, weight, ignore_index, reduction, "log_probs"
+    )
+    z = np.moveaxis(xa, ax, -1).astype(np.float64)
     with np.errstate(all="ignore"):
         per, denominator = _nll(z, kind, t, w, ignore_index)
         return _reduce(per, denominator, reduction, _args.compute_dtype(xa.dtype))
@@ -562,18 +562,12 @@ def categorical_cross_entropy(
     >>> print(ref.categorical_cross_entropy([[0.5, 0.5], [0.0, 1.0]], [0, 0], eps=1e-7).round(4))
     8.4056
     """
-    xa, ax, z = _class_last(probs, axis, "probs")
+    xa, ax, reduction, _, ignore_index, kind, t, w = _class_args(
+        probs, target, axis, weight, ignore_index, reduction, "probs"
+    )
     dtype = _args.compute_dtype(xa.dtype)
-    if eps is None:
-        eps = float(np.finfo(dtype).eps)
-    elif isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
-        raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
-    elif not 0.0 <= float(eps) < 0.5:  # also rejects NaN
-        raise ValueError(f"eps: expected a float in [0, 0.5), got {float(eps)}")
-    reduction = _args.check_reduction(reduction)
-    ignore_index = _args.check_ignore_index(ignore_index)
-    kind, t = _target(target, xa, ax)
-    w = _weights(weight, z.shape[-1])
+    eps = _args.check_eps(eps, dtype)
+    z = np.moveaxis(xa, ax, -1).astype(np.float64)
     with np.errstate(all="ignore"):
         logp = np.log(np.clip(z, float(eps), 1.0 - float(eps)))
         per, denominator = _nll(logp, kind, t, w, ignore_index)
@@ -594,18 +588,6 @@ del _f, _x, _x_doc, _params, _raises
 
 
 # --------------------------------------------------------------------------- binary losses
-def _binary_args(
-    x: npt.ArrayLike, target: npt.ArrayLike, weight: Any, reduction: Any, name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    xa = _args.as_float_array(x, name)
-    ta = _args.as_float_array(target, "target")
-    reduction = _args.check_reduction(reduction)
-    if ta.shape != xa.shape:
-        raise ValueError(f"target: shape {ta.shape} does not match {xa.shape}, the shape of {name}")
-    w = None if weight is None else _args.broadcast_to_input(weight, xa.shape, "weight")
-    return xa, ta, w, reduction
-
-
 def binary_cross_entropy(
     probs: npt.ArrayLike,
     target: npt.ArrayLike,
@@ -646,7 +628,7 @@ def binary_cross_entropy(
     >>> print(ref.binary_cross_entropy([0.5, 1.0], [1.0, 0.0], reduction="sum"))
     100.69314718055995
     """
-    p, t, w, reduction = _binary_args(probs, target, weight, reduction, "probs")
+    p, t, w, reduction = _args.binary_args(probs, target, weight, reduction, "probs")
     bad = (p < 0) | (p > 1)
     if bad.any():
         pos = _args.first_position(bad)
@@ -704,7 +686,7 @@ def binary_cross_entropy_with_logits(
     >>> print(ref.binary_cross_entropy_with_logits([0.0], [1.0], pos_weight=[2.0]))
     1.3862943611198906
     """
-    x, t, w, reduction = _binary_args(logits, target, weight, reduction, "logits")
+    x, t, w, reduction = _args.binary_args(logits, target, weight, reduction, "logits")
     pw = None if pos_weight is None else _args.broadcast_to_input(pos_weight, x.shape, "pos_weight")
     x64, t64 = x.astype(np.float64), t.astype(np.float64)
     with np.errstate(all="ignore"):
@@ -751,11 +733,7 @@ def set_num_threads(n: int) -> None:
     2
     """
     global _num_threads
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n: expected a positive integer, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n}")
-    _num_threads = int(n)
+    _num_threads = _args.check_num_threads(n)
 
 
 def get_num_threads() -> int:

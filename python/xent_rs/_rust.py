@@ -1,0 +1,307 @@
+"""The Rust-backed implementation of the public API.
+
+Arguments are normalised by :mod:`xent_rs._args` exactly as in :mod:`xent_rs.reference`
+(same errors), then handed to the native kernels, which read any memory layout in place.
+Docstrings are those of the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _args, _native, reference
+
+Loss = np.ndarray | np.generic
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _documented_by(spec: Callable[..., Any]) -> Callable[[_F], _F]:
+    def attach(f: _F) -> _F:
+        f.__doc__ = spec.__doc__
+        return f
+
+    return attach
+
+
+def _batch_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return shape[:axis] + shape[axis + 1 :]
+
+
+def _finish(
+    per_row: np.ndarray | None,
+    total: float,
+    denominator: float,
+    reduction: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+) -> Loss:
+    if reduction == "none":
+        assert per_row is not None
+        return per_row.reshape(shape)
+    return _args.finish_reduction(total, denominator, reduction, dtype)
+
+
+# --------------------------------------------------------------------------- softmax family
+def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"out: expected an array of shape {shape} and dtype {dtype}, "
+            f"got shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out: array is read-only")
+    return out
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+    )
+
+
+def _softmax(x: npt.ArrayLike, axis: Any, out: Any, log: bool) -> np.ndarray:
+    xa = _args.as_float_array(x, "x")
+    ax = _args.normalize_axis(axis, xa.ndim)
+    if out is None:
+        result = np.empty(xa.shape, xa.dtype)
+        _native.softmax_into(xa, result, ax, log)
+        return result
+    out = _check_out(out, xa.shape, xa.dtype)
+    contiguous = out.flags.c_contiguous or out.flags.f_contiguous
+    if contiguous and _same_memory(out, xa):
+        _native.softmax_in_place(out, ax, log)
+    elif contiguous and not np.may_share_memory(out, xa):
+        _native.softmax_into(xa, out, ax, log)
+    else:  # partial overlap or a strided out=: compute aside, then copy
+        result = np.empty(xa.shape, xa.dtype)
+        _native.softmax_into(xa, result, ax, log)
+        np.copyto(out, result)
+    return out
+
+
+@_documented_by(reference.log_softmax)
+def log_softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+    return _softmax(x, axis, out, log=True)
+
+
+@_documented_by(reference.softmax)
+def softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+    return _softmax(x, axis, out, log=False)
+
+
+def _per_row(flat: np.ndarray, shape: tuple[int, ...], axis: int, keepdims: bool) -> Loss:
+    result = flat.reshape(_batch_shape(shape, axis))
+    return np.expand_dims(result, axis) if keepdims else result[()]
+
+
+@_documented_by(reference.logsumexp)
+def logsumexp(x: npt.ArrayLike, axis: int = -1, *, keepdims: bool = False) -> Loss:
+    xa = _args.as_float_array(x, "x")
+    ax = _args.normalize_axis(axis, xa.ndim)
+    return _per_row(_native.logsumexp(xa, ax), xa.shape, ax, keepdims)
+
+
+@_documented_by(reference.entropy)
+def entropy(p: npt.ArrayLike, axis: int = -1) -> Loss:
+    pa = _args.as_float_array(p, "p")
+    ax = _args.normalize_axis(axis, pa.ndim)
+    return _per_row(_native.entropy(pa, ax), pa.shape, ax, False)
+
+
+@_documented_by(reference.kl_divergence)
+def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> Loss:
+    pb, qb, ax = _args.kl_args(p, q, axis)
+    return _per_row(_native.kl_divergence(pb, qb, ax), pb.shape, ax, False)
+
+
+# --------------------------------------------------------------------------- losses over classes
+def _native_target(kind: str, t: np.ndarray, xa: np.ndarray) -> np.ndarray:
+    """Index targets as flat contiguous int64; probability targets in the input's dtype."""
+    if kind == "index":
+        return np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
+    return t.astype(xa.dtype, copy=False)
+
+
+def _cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    reduction: Any,
+    with_grad: bool,
+) -> tuple[Loss, np.ndarray | None]:
+    xa, ax, reduction, e, ignore_index, kind, t, w = _args.class_args(
+        logits, target, axis, weight, ignore_index, reduction, "logits", label_smoothing
+    )
+    grad = np.empty(xa.shape, xa.dtype) if with_grad else None
+    per_row, total, denominator = _native.cross_entropy(
+        xa,
+        _native_target(kind, t, xa),
+        ax,
+        w,
+        ignore_index,
+        e,
+        reduction == "none",
+        grad,
+        reduction == "mean",
+    )
+    dtype = _args.compute_dtype(xa.dtype)
+    loss = _finish(per_row, total, denominator, reduction, _batch_shape(xa.shape, ax), dtype)
+    return loss, grad
+
+
+@_documented_by(reference.cross_entropy)
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Loss:
+    return _cross_entropy(
+        logits, target, axis, weight, ignore_index, label_smoothing, reduction, False
+    )[0]
+
+
+@_documented_by(reference.cross_entropy_with_grad)
+def cross_entropy_with_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> tuple[Loss, np.ndarray]:
+    loss, grad = _cross_entropy(
+        logits, target, axis, weight, ignore_index, label_smoothing, reduction, True
+    )
+    assert grad is not None
+    return loss, grad
+
+
+def _picked(
+    x: npt.ArrayLike,
+    target: npt.ArrayLike,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    name: str,
+    eps: Any = None,
+    clip: bool = False,
+) -> Loss:
+    xa, ax, reduction, _, ignore_index, kind, t, w = _args.class_args(
+        x, target, axis, weight, ignore_index, reduction, name
+    )
+    dtype = _args.compute_dtype(xa.dtype)
+    bound = _args.check_eps(eps, dtype) if clip else None
+    per_row, total, denominator = _native.picked_loss(
+        xa, _native_target(kind, t, xa), ax, w, ignore_index, bound, reduction == "none"
+    )
+    return _finish(per_row, total, denominator, reduction, _batch_shape(xa.shape, ax), dtype)
+
+
+@_documented_by(reference.nll_loss)
+def nll_loss(
+    log_probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Loss:
+    return _picked(log_probs, target, axis, weight, ignore_index, reduction, "log_probs")
+
+
+@_documented_by(reference.categorical_cross_entropy)
+def categorical_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: int = -1,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Loss:
+    return _picked(probs, target, axis, weight, ignore_index, reduction, "probs", eps, clip=True)
+
+
+# --------------------------------------------------------------------------- binary losses
+def _binary(
+    x: npt.ArrayLike,
+    target: npt.ArrayLike,
+    weight: Any,
+    pos_weight: Any,
+    reduction: Any,
+    name: str,
+) -> Loss:
+    xa, ta, w, reduction = _args.binary_args(x, target, weight, reduction, name)
+    pw = None
+    if pos_weight is not None:
+        pw = _args.broadcast_to_input(pos_weight, xa.shape, "pos_weight")
+    shape = xa.shape
+    # The kernels read rows along the last axis: give 0-d inputs one.
+    like = xa.reshape(1) if xa.ndim == 0 else xa
+
+    def cast(a: np.ndarray | None) -> np.ndarray | None:
+        if a is None:
+            return None
+        if a.dtype != xa.dtype:  # cast the small original, then broadcast the view again
+            base = a if a.base is None else np.asarray(a.base)
+            a = np.broadcast_to(base.astype(xa.dtype), shape) if base.shape else a.astype(xa.dtype)
+        return a.reshape(like.shape) if a.ndim == 0 else a
+
+    per, total, count = _native.binary_loss(
+        like, cast(ta), cast(w), cast(pw), name == "logits", reduction == "none"
+    )
+    return _finish(per, total, count, reduction, shape, _args.compute_dtype(xa.dtype))
+
+
+@_documented_by(reference.binary_cross_entropy)
+def binary_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    reduction: str = "mean",
+) -> Loss:
+    return _binary(probs, target, weight, None, reduction, "probs")
+
+
+@_documented_by(reference.binary_cross_entropy_with_logits)
+def binary_cross_entropy_with_logits(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    pos_weight: npt.ArrayLike | None = None,
+    reduction: str = "mean",
+) -> Loss:
+    return _binary(logits, target, weight, pos_weight, reduction, "logits")
+
+
+# --------------------------------------------------------------------------- threads
+@_documented_by(reference.set_num_threads)
+def set_num_threads(n: int) -> None:
+    _native.set_num_threads(_args.check_num_threads(n))
+
+
+@_documented_by(reference.get_num_threads)
+def get_num_threads() -> int:
+    return int(_native.get_num_threads())
