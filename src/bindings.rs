@@ -266,17 +266,7 @@ where
     check_axis(axis, x.ndim(), "x")?;
     let x = x.readonly();
     let view = x.as_array();
-    let n_rows = view.len_of(ndarray::Axis(axis)).max(1);
-    let n_rows = if view.len_of(ndarray::Axis(axis)) == 0 {
-        view.shape()
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != axis)
-            .map(|(_, &n)| n)
-            .product()
-    } else {
-        view.len() / n_rows
-    };
+    let n_rows: usize = batch_shape(view.shape(), axis).iter().product();
     let out = PyArray1::<E::Compute>::zeros(x.py(), n_rows, false);
     {
         let mut o = out.readwrite();

@@ -144,7 +144,7 @@ struct TargetTerms {
     one_minus_p_target: f64,
 }
 
-#[inline]
+#[inline(always)]
 fn target_terms<F: Real>(others: MaxSum<F>, x_target: F) -> TargetTerms {
     let (mo, so, xt) = (others.max.to_f64(), others.sum, x_target.to_f64());
     if xt.is_finite() && mo < f64::INFINITY && so.is_finite() {
@@ -228,9 +228,12 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
                 if let Some(g) = self.grad {
                     // SAFETY: each row is written by exactly one block.
                     unsafe {
-                        g.rows
-                            .with_row(r, &mut grad_scratch, |row| row.fill(E::Compute::ZERO))
-                    };
+                        let (dst, copied) = g.rows.row_mut(r, &mut grad_scratch);
+                        dst.fill(E::Compute::ZERO);
+                        if copied {
+                            g.rows.store(r, dst);
+                        }
+                    }
                 }
                 continue;
             }
@@ -263,21 +266,27 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
                 let g_t = g.scale
                     * (smooth * (self.weight_sum * terms.p_target - w_t)
                         - (1.0 - eps) * w_t * terms.one_minus_p_target);
-                let weight = self.options.weight;
                 // SAFETY: each row is written by exactly one block.
                 unsafe {
-                    g.rows.with_row(r, &mut grad_scratch, |dst| {
-                        softmax_from_stats::<E::Compute, FMA>(row, full, dst, false);
-                        match weight {
-                            Some(w) => dst
-                                .iter_mut()
-                                .zip(w)
-                                .for_each(|(d, &wc)| *d = a * *d - b * wc),
-                            None => dst.iter_mut().for_each(|d| *d = a * *d - b),
+                    let (dst, copied) = g.rows.row_mut(r, &mut grad_scratch);
+                    softmax_from_stats::<E::Compute, FMA>(row, full, dst, false);
+                    match self.options.weight {
+                        Some(w) => {
+                            for (d, &wc) in dst.iter_mut().zip(w) {
+                                *d = a * *d - b * wc;
+                            }
                         }
-                        dst[t] = E::Compute::from_f64(g_t);
-                    })
-                };
+                        None => {
+                            for d in dst.iter_mut() {
+                                *d = a * *d - b;
+                            }
+                        }
+                    }
+                    dst[t] = E::Compute::from_f64(g_t);
+                    if copied {
+                        g.rows.store(r, dst);
+                    }
+                }
             }
         }
         Ok(total)
@@ -346,17 +355,18 @@ impl<E: Element> RowKernel for CrossEntropyProbs<'_, '_, E> {
             if let Some(g) = self.grad {
                 // d/dx_c = (Σ_k w_k t'_k) p_c - w_c t'_c, times scale.
                 let a = E::Compute::from_f64(g.scale * mass);
-                let options = &self.options;
                 // SAFETY: each row is written by exactly one block.
                 unsafe {
-                    g.rows.with_row(r, &mut gs, |dst| {
-                        softmax_from_stats::<E::Compute, FMA>(row, stats, dst, false);
-                        for (c, (d, &tc)) in dst.iter_mut().zip(target).enumerate() {
-                            let wt = options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
-                            *d = a * *d - E::Compute::from_f64(g.scale * wt);
-                        }
-                    })
-                };
+                    let (dst, copied) = g.rows.row_mut(r, &mut gs);
+                    softmax_from_stats::<E::Compute, FMA>(row, stats, dst, false);
+                    for (c, (d, &tc)) in dst.iter_mut().zip(target).enumerate() {
+                        let wt = self.options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
+                        *d = a * *d - E::Compute::from_f64(g.scale * wt);
+                    }
+                    if copied {
+                        g.rows.store(r, dst);
+                    }
+                }
             }
         }
         Ok(total)
@@ -568,7 +578,7 @@ impl<E: Element> SimdTask for BinaryBlock<'_, '_, '_, E> {
                 let (xi, ti) = (x[i].to_f64(), t[i].to_f64());
                 let mut loss = match self.kind {
                     Binary::Probs => {
-                        if xi < 0.0 || xi > 1.0 {
+                        if !(0.0..=1.0).contains(&xi) {
                             return Err(KernelError::ProbabilityOutOfRange {
                                 value: xi,
                                 index: e + i,

@@ -120,7 +120,7 @@ impl<'a, T: Element> Rows<'a, T> {
         self.len == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn start(&self, row: usize) -> *const T {
         debug_assert!(row < self.n_rows);
         // SAFETY: `row < n_rows`, so the offset stays inside the array the view borrowed.
@@ -128,7 +128,7 @@ impl<'a, T: Element> Rows<'a, T> {
     }
 
     /// One element of a row.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, row: usize, i: usize) -> T::Compute {
         assert!(row < self.n_rows && i < self.len);
         // SAFETY: both indices are in range (asserted above).
@@ -137,13 +137,13 @@ impl<'a, T: Element> Rows<'a, T> {
 
     /// Row `row` as a contiguous slice of the compute type: the array's memory itself when it
     /// is already so, otherwise a copy in `scratch`.
-    #[inline]
+    #[inline(always)]
     pub fn row<'s>(&'s self, row: usize, scratch: &'s mut Vec<T::Compute>) -> &'s [T::Compute] {
         self.segment(row, 0..self.len, scratch)
     }
 
     /// Elements `cols` of row `row`, as [`Rows::row`] hands out whole rows.
-    #[inline]
+    #[inline(always)]
     pub fn segment<'s>(
         &'s self,
         row: usize,
@@ -189,7 +189,7 @@ pub struct RowsMut<'a, T> {
 }
 
 // SAFETY: rows are disjoint and each row is only accessed through `&mut self`-free methods
-// that callers use for distinct rows on distinct threads (see `with_row`).
+// that callers use for distinct rows on distinct threads (see `row_mut`).
 unsafe impl<T: Send> Sync for RowsMut<'_, T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for RowsMut<'_, T> {}
@@ -227,22 +227,22 @@ impl<'a, T: Element> RowsMut<'a, T> {
         self.len == 0
     }
 
-    /// Calls `f` with row `row` as a contiguous mutable slice of the compute type, holding the
-    /// row's current values, then stores what `f` left in it.
+    /// Row `row` as a contiguous mutable slice of the compute type holding the row's values:
+    /// the array's own memory (then `.1` is false), or a copy in `scratch` (`.1` true), which
+    /// the caller must write back with [`RowsMut::store`] once done.
     ///
     /// # Safety
     /// No other call may access the same row at the same time (rows handed to different
     /// threads must be distinct).
-    #[inline]
-    pub unsafe fn with_row<R>(
-        &self,
+    #[inline(always)]
+    pub unsafe fn row_mut<'s>(
+        &'s self,
         row: usize,
-        scratch: &mut Vec<T::Compute>,
-        f: impl FnOnce(&mut [T::Compute]) -> R,
-    ) -> R {
+        scratch: &'s mut Vec<T::Compute>,
+    ) -> (&'s mut [T::Compute], bool) {
         assert!(row < self.n_rows);
         if self.len == 0 {
-            return f(&mut []);
+            return (&mut [], false);
         }
         // SAFETY: `row < n_rows`, so the start lies inside the borrowed array.
         let start = unsafe { self.ptr.offset(self.offsets.offset(row)) };
@@ -250,26 +250,33 @@ impl<'a, T: Element> RowsMut<'a, T> {
             // SAFETY: contiguous row inside the array; exclusive by the caller's contract.
             let raw = unsafe { std::slice::from_raw_parts_mut(start, self.len) };
             if let Some(direct) = T::as_compute_mut(raw) {
-                return f(direct);
+                return (direct, false);
             }
-            scratch.clear();
-            scratch.extend(raw.iter().map(|v| v.to_compute()));
-            let result = f(scratch);
-            for (dst, &v) in raw.iter_mut().zip(scratch.iter()) {
-                *dst = T::from_compute(v);
-            }
-            return result;
         }
         scratch.clear();
-        // SAFETY (both loops): `i < len` keeps each element inside the row; exclusive access.
-        scratch.extend(
-            (0..self.len).map(|i| unsafe { *start.offset(i as isize * self.stride) }.to_compute()),
-        );
-        let result = f(scratch);
-        for (i, &v) in scratch.iter().enumerate() {
+        scratch.extend((0..self.len).map(|i| {
+            // SAFETY: `i < len` keeps the element inside the row; exclusive access.
+            unsafe { *start.offset(i as isize * self.stride) }.to_compute()
+        }));
+        (scratch, true)
+    }
+
+    /// Writes `values` (a whole row) into row `row`.
+    ///
+    /// # Safety
+    /// As for [`RowsMut::row_mut`].
+    #[inline(always)]
+    pub unsafe fn store(&self, row: usize, values: &[T::Compute]) {
+        assert!(row < self.n_rows && values.len() == self.len);
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: `row < n_rows`, so the start lies inside the borrowed array.
+        let start = unsafe { self.ptr.offset(self.offsets.offset(row)) };
+        for (i, &v) in values.iter().enumerate() {
+            // SAFETY: `i < len` keeps the element inside the row; exclusive access.
             unsafe { *start.offset(i as isize * self.stride) = T::from_compute(v) };
         }
-        result
     }
 }
 
@@ -284,7 +291,7 @@ mod tests {
         let f = Array3::from_shape_fn((2, 3, 4).f(), |(i, j, k)| (100 * i + 10 * j + k) as f64);
         for view in [a.view(), f.view(), a.slice(s![..;-1, .., ..;-2])] {
             for axis in 0..3 {
-                let rows = Rows::new(view.clone().into_dyn(), axis);
+                let rows = Rows::new(view.into_dyn(), axis);
                 let mut scratch = Vec::new();
                 let expected: Vec<Vec<f64>> = view
                     .lanes(Axis(axis))
@@ -316,7 +323,12 @@ mod tests {
         let rows = RowsMut::new(a.view_mut().into_dyn(), 1).unwrap();
         let mut scratch = Vec::new();
         // SAFETY: single-threaded, one row at a time.
-        unsafe { rows.with_row(5, &mut scratch, |r| r.copy_from_slice(&[1.0, 2.0, 3.0])) };
+        unsafe {
+            let (row, copied) = rows.row_mut(5, &mut scratch);
+            row.copy_from_slice(&[1.0, 2.0, 3.0]);
+            assert!(copied);
+            rows.store(5, &[1.0, 2.0, 3.0]);
+        }
         assert_eq!(a[[1, 2, 1]], 3.0);
     }
 }

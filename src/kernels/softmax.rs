@@ -33,8 +33,15 @@ impl<F: Real> MaxSum<F> {
 
     /// Statistics of the union. Infinite maxima follow `torch.logsumexp`: an element equal to
     /// an infinite maximum counts as `exp(0)`.
-    #[inline]
+    #[inline(always)]
     pub fn merge(self, other: Self) -> Self {
+        // Merging with no elements is free (and skips an exp).
+        if self.sum == 0.0 && self.max == F::NEG_INFINITY {
+            return other;
+        }
+        if other.sum == 0.0 && other.max == F::NEG_INFINITY {
+            return self;
+        }
         if self.max.is_nan() || other.max.is_nan() {
             MaxSum {
                 max: F::NAN,
@@ -182,10 +189,12 @@ impl<E: Element> RowKernel for SoftmaxInto<'_, '_, E> {
             let x = self.x.row(r, &mut src);
             // SAFETY: each row is written by exactly one block.
             unsafe {
-                self.out.with_row(r, &mut dst, |o| {
-                    softmax_row::<E::Compute, FMA>(x, o, self.log)
-                })
-            };
+                let (o, copied) = self.out.row_mut(r, &mut dst);
+                softmax_row::<E::Compute, FMA>(x, o, self.log);
+                if copied {
+                    self.out.store(r, o);
+                }
+            }
         }
     }
 }
@@ -204,12 +213,14 @@ impl<E: Element> RowKernel for SoftmaxInPlace<'_, '_, E> {
         for r in rows {
             // SAFETY: each row is accessed by exactly one block.
             unsafe {
-                self.rows.with_row(r, &mut buf, |row| {
-                    copy.clear();
-                    copy.extend_from_slice(row);
-                    softmax_row::<E::Compute, FMA>(&copy, row, self.log)
-                })
-            };
+                let (row, copied) = self.rows.row_mut(r, &mut buf);
+                copy.clear();
+                copy.extend_from_slice(row);
+                softmax_row::<E::Compute, FMA>(&copy, row, self.log);
+                if copied {
+                    self.rows.store(r, row);
+                }
+            }
         }
     }
 }

@@ -1,0 +1,1027 @@
+"""``xent-rs bench``: xent_rs against its peers, side by side in one process.
+
+Each case generates its data once (seeded ``np.random.default_rng(0)``), then times every
+implementation -- xent_rs, the pure-NumPy reference :mod:`xent_rs.reference` ("numpy"), SciPy,
+and PyTorch and JAX when they can be imported -- round-robin within each repetition, so that
+machine noise hits all of them alike, and reports the median over the repetitions. Each case also
+times a *floor*: what the machine needs to merely read the inputs (reductions), copy the input
+(functions that return an array of the input's size), or make a trivial NumPy call (call
+overhead); an implementation's time over the floor's is its ``xfloor`` column. On the way,
+every peer's result is checked against xent_rs's: a disagreement prints a warning row.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from types import ModuleType
+from typing import Any, TextIO
+
+import numpy as np
+
+import xent_rs
+from xent_rs import reference
+
+__all__ = ["CASES", "BenchError", "Case", "Row", "list_cases", "run", "select_cases"]
+
+Fn = Callable[[], object]
+Data = dict[str, np.ndarray]
+
+QUICK_REPEAT = 3
+FULL_REPEAT = 7
+QUICK_DIVISOR = 16  # quick mode divides the leading dimension by this
+SLOW_REFERENCE_S = 3.0  # non-quick mode skips the NumPy reference when one call takes longer
+PROBE_MIN_BYTES = 64 << 20  # ... which is only predicted for inputs at least this large
+PROBE_FRACTION = 16  # the prediction times the reference on 1/16 of the rows
+MIN_SAMPLE_S = {True: 0.003, False: 0.01}  # one timed sample lasts at least this (quick, full)
+PEER_ORDER = ("xent_rs", "numpy", "scipy", "torch", "jax")
+TIMES = "\u00d7"  # the multiplication sign of the "xfloor" column
+
+
+class BenchError(Exception):
+    """A usage problem (unknown case, missing matplotlib, ...): the CLI prints it in one line."""
+
+
+# --------------------------------------------------------------------------- peers
+@dataclass
+class Peers:
+    """The optional peer libraries that could be imported (``None`` where not)."""
+
+    scipy_special: Any = None
+    torch: Any = None
+    jax: Any = None
+    jnp: Any = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+NO_PEERS = Peers()
+
+
+def _load_peers(threads: int) -> Peers:
+    peers = Peers()
+    try:
+        scipy_special = importlib.import_module("scipy.special")
+        peers.scipy_special = scipy_special
+        peers.versions["scipy"] = importlib.import_module("scipy").__version__
+    except ImportError:
+        peers.versions["scipy"] = "not installed"
+    try:
+        torch = importlib.import_module("torch")
+        torch.set_num_threads(threads)
+        peers.torch = torch
+        peers.versions["torch"] = str(torch.__version__)
+    except ImportError:
+        peers.versions["torch"] = "not installed"
+    except Exception as exc:  # a broken install must not stop the benchmark
+        peers.versions["torch"] = f"unusable ({type(exc).__name__})"
+    try:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        jax = importlib.import_module("jax")
+        jnp = importlib.import_module("jax.numpy")
+
+        jax.config.update("jax_enable_x64", True)  # else float64 inputs silently become float32
+        peers.jax, peers.jnp = jax, jnp
+        peers.versions["jax"] = jax.__version__
+    except ImportError:
+        peers.versions["jax"] = "not installed"
+    except Exception as exc:
+        peers.versions["jax"] = f"unusable ({type(exc).__name__})"
+    return peers
+
+
+def _reduce(per: Any, denominator: Any, reduction: str) -> Any:
+    """Finish per-sample losses (NumPy or JAX arrays) like the losses' ``reduction``."""
+    if reduction == "none":
+        return per
+    total = per.sum()
+    return total if reduction == "sum" else total / denominator
+
+
+# --------------------------------------------------------------------------- implementations
+def _ce_impls(
+    d: Data,
+    peers: Peers,
+    *,
+    reduction: str = "mean",
+    smoothing: float = 0.0,
+    upcast: bool = False,
+) -> dict[str, Fn]:
+    """``cross_entropy`` with index (int) or probability (float) targets ``t``, weight ``w``.
+
+    ``upcast``: the SciPy and JAX peers compute float16 input in float32, as xent_rs does.
+    """
+    x, t, w = d["x"], d["t"], d.get("w")
+    e = smoothing
+    n, c = x.shape
+    soft = t.dtype.kind == "f"
+    kw: dict[str, Any] = {"weight": w, "label_smoothing": e, "reduction": reduction}
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.cross_entropy(x, t, **kw),
+        "numpy": lambda: reference.cross_entropy(x, t, **kw),
+    }
+    sp = peers.scipy_special
+    if sp is not None:
+
+        def scipy_ce() -> object:
+            z = x.astype(np.float32) if upcast else x
+            if soft:
+                q = t if e == 0 else (1 - e) * t + e / c
+                if w is not None:
+                    q = q * w
+                per = -(q * sp.log_softmax(z, axis=-1)).sum(axis=-1)
+                return _reduce(per, n, reduction)
+            lse = sp.logsumexp(z, axis=-1)
+            nll = lse - np.take_along_axis(z, t[:, None], axis=-1)[:, 0]
+            wt = None if w is None else w[t]
+            per = nll if wt is None else wt * nll
+            if e:
+                smooth = (c * lse - z.sum(axis=-1)) if w is None else (w.sum() * lse - z @ w)
+                per = (1 - e) * per + (e / c) * smooth
+            return _reduce(per, n if wt is None else wt.sum(), reduction)
+
+        impls["scipy"] = scipy_ce
+    torch = peers.torch
+    if torch is not None:
+        xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+        wt_t = None if w is None else torch.from_numpy(w)
+        f_ce = torch.nn.functional.cross_entropy
+        impls["torch"] = lambda: f_ce(xt, tt, weight=wt_t, label_smoothing=e, reduction=reduction)
+    jax, jnp = peers.jax, peers.jnp
+    if jax is not None:
+
+        def jax_ce(z: Any, tj: Any, wj: Any) -> Any:
+            if upcast:
+                z = z.astype(jnp.float32)
+            logp = jax.nn.log_softmax(z, axis=-1)
+            if soft:
+                q = tj if e == 0 else (1 - e) * tj + e / c
+                if wj is not None:
+                    q = q * wj
+                return _reduce(-(q * logp).sum(axis=-1), n, reduction)
+            nll = -jnp.take_along_axis(logp, tj[:, None], axis=-1)[:, 0]
+            wt = None if wj is None else wj[tj]
+            per = nll if wt is None else wt * nll
+            if e:
+                per = (1 - e) * per - (e / c) * (logp if wj is None else logp * wj).sum(axis=-1)
+            return _reduce(per, n if wt is None else wt.sum(), reduction)
+
+        impls["jax"] = _jitted(jax, jax_ce, x, t, w)
+    return impls
+
+
+def _jitted(jax: Any, fn: Callable[..., Any], *arrays: np.ndarray | None) -> Fn:
+    """``fn`` jitted, on arrays put on the device once (outside the timing), waited for."""
+    compiled = jax.jit(fn)
+    on_device = jax.device_put(arrays)
+    return lambda: jax.block_until_ready(compiled(*on_device))
+
+
+def _ce_grad_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    x, t = d["x"], d["t"]
+    n = x.shape[0]
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.cross_entropy_with_grad(x, t),
+        "numpy": lambda: reference.cross_entropy_with_grad(x, t),
+    }
+    sp = peers.scipy_special
+    if sp is not None:
+
+        def scipy_grad() -> object:
+            rows = np.arange(n)
+            logp = sp.log_softmax(x, axis=-1)
+            loss = -logp[rows, t].mean()
+            grad = np.exp(logp, out=logp)
+            grad[rows, t] -= 1
+            grad /= n
+            return loss, grad
+
+        impls["scipy"] = scipy_grad
+    torch = peers.torch
+    if torch is not None:
+        f_ce = torch.nn.functional.cross_entropy
+        tt = torch.from_numpy(t)
+
+        def torch_grad() -> object:
+            xt = torch.from_numpy(x).requires_grad_(True)
+            loss = f_ce(xt, tt)
+            (grad,) = torch.autograd.grad(loss, xt)
+            return loss, grad
+
+        impls["torch"] = torch_grad
+    jax, jnp = peers.jax, peers.jnp
+    if jax is not None:
+
+        def jax_loss(z: Any, tj: Any) -> Any:
+            logp = jax.nn.log_softmax(z, axis=-1)
+            return -jnp.take_along_axis(logp, tj[:, None], axis=-1).mean()
+
+        impls["jax"] = _jitted(jax, jax.value_and_grad(jax_loss), x, t)
+    return impls
+
+
+def _log_softmax_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    x = d["x"]
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.log_softmax(x),
+        "numpy": lambda: reference.log_softmax(x),
+    }
+    if peers.scipy_special is not None:
+        sp = peers.scipy_special
+        impls["scipy"] = lambda: sp.log_softmax(x, axis=-1)
+    if peers.torch is not None:
+        torch, xt = peers.torch, peers.torch.from_numpy(x)
+        impls["torch"] = lambda: torch.log_softmax(xt, dim=-1)
+    if peers.jax is not None:
+        jax = peers.jax
+        impls["jax"] = _jitted(jax, lambda z: jax.nn.log_softmax(z, axis=-1), x)
+    return impls
+
+
+def _log_softmax_out_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    """``out=``: only the implementations that can write into a given array."""
+    x, out = d["x"], d["out"]
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.log_softmax(x, out=out),
+        "numpy": lambda: reference.log_softmax(x, out=out),
+    }
+    if peers.torch is not None:
+        torch = peers.torch
+        xt, outt = torch.from_numpy(x), torch.from_numpy(out)
+        impls["torch"] = lambda: torch.log_softmax(xt, -1, out=outt)
+    return impls
+
+
+def _logsumexp_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    x = d["x"]
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.logsumexp(x),
+        "numpy": lambda: reference.logsumexp(x),
+    }
+    if peers.scipy_special is not None:
+        sp = peers.scipy_special
+        impls["scipy"] = lambda: sp.logsumexp(x, axis=-1)
+    if peers.torch is not None:
+        torch, xt = peers.torch, peers.torch.from_numpy(x)
+        impls["torch"] = lambda: torch.logsumexp(xt, dim=-1)
+    if peers.jax is not None:
+        jax = peers.jax
+        impls["jax"] = _jitted(jax, lambda z: jax.nn.logsumexp(z, axis=-1), x)
+    return impls
+
+
+def _bce_logits_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    x, t = d["x"], d["t"]
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.binary_cross_entropy_with_logits(x, t),
+        "numpy": lambda: reference.binary_cross_entropy_with_logits(x, t),
+    }
+    if peers.scipy_special is not None:
+        log_expit = peers.scipy_special.log_expit
+        impls["scipy"] = lambda: -(t * log_expit(x) + (1 - t) * log_expit(-x)).mean()
+    if peers.torch is not None:
+        torch = peers.torch
+        xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+        f_bce = torch.nn.functional.binary_cross_entropy_with_logits
+        impls["torch"] = lambda: f_bce(xt, tt)
+    if peers.jax is not None:
+        log_sigmoid = peers.jax.nn.log_sigmoid
+
+        def jax_bce(z: Any, tj: Any) -> Any:
+            return -(tj * log_sigmoid(z) + (1 - tj) * log_sigmoid(-z)).mean()
+
+        impls["jax"] = _jitted(peers.jax, jax_bce, x, t)
+    return impls
+
+
+def _bce_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    p, t = d["x"], d["t"]
+    impls: dict[str, Fn] = {
+        "xent_rs": lambda: xent_rs.binary_cross_entropy(p, t),
+        "numpy": lambda: reference.binary_cross_entropy(p, t),
+    }
+    if peers.torch is not None:
+        torch = peers.torch
+        pt, tt = torch.from_numpy(p), torch.from_numpy(t)
+        f_bce = torch.nn.functional.binary_cross_entropy
+        impls["torch"] = lambda: f_bce(pt, tt)
+    if peers.jax is not None:
+        jnp = peers.jnp
+
+        def jax_bce(pj: Any, tj: Any) -> Any:
+            log_p = jnp.maximum(jnp.log(pj), -100.0)
+            log_1mp = jnp.maximum(jnp.log1p(-pj), -100.0)
+            return -(tj * log_p + (1 - tj) * log_1mp).mean()
+
+        impls["jax"] = _jitted(peers.jax, jax_bce, p, t)
+    return impls
+
+
+# --------------------------------------------------------------------------- data
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    if dtype is np.float64:
+        return rng.standard_normal(shape, dtype=np.float64)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    return x if dtype is np.float32 else x.astype(dtype)
+
+
+def _make_ce(
+    dtype: type = np.float32, *, weight: bool = False, soft: bool = False
+) -> Callable[[np.random.Generator, tuple[int, ...]], Data]:
+    def make(rng: np.random.Generator, shape: tuple[int, ...]) -> Data:
+        n, c = shape
+        d = {"x": _normal(rng, shape, dtype)}
+        if soft:
+            q = rng.standard_normal(shape, dtype=np.float32)
+            np.exp(q, out=q)
+            q /= q.sum(axis=-1, keepdims=True)
+            d["t"] = q.astype(dtype, copy=False)
+        else:
+            d["t"] = rng.integers(0, c, n, dtype=np.int64)
+        if weight:
+            d["w"] = rng.uniform(0.5, 1.5, c).astype(dtype)
+        return d
+
+    return make
+
+
+def _make_x(rng: np.random.Generator, shape: tuple[int, ...]) -> Data:
+    return {"x": _normal(rng, shape, np.float32)}
+
+
+def _make_x_out(rng: np.random.Generator, shape: tuple[int, ...]) -> Data:
+    x = _normal(rng, shape, np.float32)
+    return {"x": x, "out": np.empty_like(x)}
+
+
+def _make_binary(probs: bool) -> Callable[[np.random.Generator, tuple[int, ...]], Data]:
+    def make(rng: np.random.Generator, shape: tuple[int, ...]) -> Data:
+        x = _normal(rng, shape, np.float32)
+        if probs:  # sigmoid, in place
+            np.negative(x, out=x)
+            np.exp(x, out=x)
+            x += 1
+            np.reciprocal(x, out=x)
+        t = (rng.random(shape, dtype=np.float32) < 0.5).astype(np.float32)
+        return {"x": x, "t": t}
+
+    return make
+
+
+# --------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: its data, the implementations compared and what its floor is.
+
+    ``kind`` picks the floor: ``"read"`` (read every input byte once), ``"write"``
+    (``x.copy()``), ``"out"`` (``np.copyto(out, x)``) or ``"overhead"`` (``np.negative(x)``).
+    """
+
+    key: str
+    label: str  # "{shape}" is replaced by the shape used
+    shape: tuple[int, ...]
+    kind: str
+    make: Callable[[np.random.Generator, tuple[int, ...]], Data]
+    impls: Callable[[Data, Peers], dict[str, Fn]]
+    inputs: tuple[str, ...] = ("x", "t")  # the arrays read: GB/s, and the "read" floor
+    tol: float = 1e-3  # relative (to the largest |value|) agreement expected of the peers
+    quick_divisor: int = QUICK_DIVISOR
+
+    def shape_for(self, quick: bool) -> tuple[int, ...]:
+        if not quick:
+            return self.shape
+        return (max(1, self.shape[0] // self.quick_divisor), *self.shape[1:])
+
+    def title(self, quick: bool) -> str:
+        return self.label.format(shape=_fmt_shape(self.shape_for(quick)))
+
+
+_CE_IN = ("x", "t")
+CASES: tuple[Case, ...] = (
+    Case("ce", "cross_entropy f32 {shape} int targets mean", (2048, 32768), "read",
+         _make_ce(), _ce_impls),
+    Case("ce-wide", "cross_entropy f32 {shape}", (256, 262144), "read", _make_ce(), _ce_impls),
+    Case("ce-1000", "cross_entropy f32 {shape}", (16384, 1000), "read", _make_ce(), _ce_impls),
+    Case("ce-10", "cross_entropy f32 {shape}", (262144, 10), "read", _make_ce(), _ce_impls),
+    Case("ce-f64", "cross_entropy f64 {shape}", (1024, 32768), "read",
+         _make_ce(np.float64), _ce_impls, tol=1e-6),
+    Case("ce-none", "cross_entropy none f32 {shape}", (2048, 32768), "read",
+         _make_ce(), partial(_ce_impls, reduction="none")),
+    Case("ce-smooth-weight", "cross_entropy label_smoothing+weight f32 {shape}", (2048, 32768),
+         "read", _make_ce(weight=True), partial(_ce_impls, smoothing=0.1),
+         inputs=("x", "t", "w")),
+    Case("ce-soft", "cross_entropy soft targets f32 {shape}", (2048, 8192), "read",
+         _make_ce(soft=True), _ce_impls),
+    Case("ce-grad", "cross_entropy_with_grad f32 {shape}", (2048, 32768), "write",
+         _make_ce(), _ce_grad_impls),
+    Case("log-softmax", "log_softmax f32 {shape}", (4096, 8192), "write",
+         _make_x, _log_softmax_impls, inputs=("x",)),
+    Case("log-softmax-out", "log_softmax out= f32 {shape}", (4096, 8192), "out",
+         _make_x_out, _log_softmax_out_impls, inputs=("x",)),
+    Case("logsumexp", "logsumexp f32 {shape}", (4096, 8192), "read",
+         _make_x, _logsumexp_impls, inputs=("x",)),
+    Case("bce-logits", "binary_cross_entropy_with_logits f32 {shape}", (20_000_000,), "read",
+         _make_binary(probs=False), _bce_logits_impls),
+    Case("bce", "binary_cross_entropy f32 {shape}", (20_000_000,), "read",
+         _make_binary(probs=True), _bce_impls),
+    Case("ce-f16", "cross_entropy f16 {shape}", (2048, 32768), "read",
+         _make_ce(np.float16), partial(_ce_impls, upcast=True), tol=1e-2),
+    Case("overhead", "call overhead {shape} cross_entropy", (8, 10), "overhead",
+         _make_ce(), _ce_impls, quick_divisor=1),
+)  # fmt: skip
+
+
+def select_cases(only: Sequence[str] | None) -> list[Case]:
+    """The cases named by ``only`` (a key, or a case-insensitive part of a title), in order."""
+    if not only:
+        return list(CASES)
+    chosen: set[str] = set()
+    for name in only:
+        wanted = name.strip().lower()
+        exact = [c for c in CASES if c.key == wanted]
+        found = exact or [
+            c for c in CASES if wanted and (wanted in c.title(False) or wanted in c.title(True))
+        ]
+        if not found:
+            keys = ", ".join(c.key for c in CASES)
+            raise BenchError(f"--only: no case matches {name!r} (cases: {keys})")
+        chosen.update(c.key for c in found)
+    return [c for c in CASES if c.key in chosen]
+
+
+def list_cases(stream: TextIO) -> None:
+    """Print each case's key and titles (full and --quick)."""
+    width = max(len(c.key) for c in CASES)
+    for c in CASES:
+        print(
+            f"{c.key:<{width}}  {c.title(False)}  (--quick: {_fmt_shape(c.shape_for(True))})",
+            file=stream,
+        )
+
+
+# --------------------------------------------------------------------------- measuring
+@dataclass
+class Row:
+    """One line of the table: an implementation (or the floor) on a case."""
+
+    case: str
+    key: str
+    impl: str
+    status: str = "ok"  # "ok", "skipped", "error"
+    median_s: float | None = None
+    gb_per_s: float | None = None
+    x_floor: float | None = None
+    calls_per_sample: int = 0
+    samples_s: list[float] = field(default_factory=list)
+    rel_err: float | None = None  # against xent_rs; None: not compared
+    tol: float | None = None
+    warning: str | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "key": self.key,
+            "impl": self.impl,
+            "status": self.status,
+            "median_ms": _finite(None if self.median_s is None else self.median_s * 1e3),
+            "gb_per_s": _finite(self.gb_per_s),
+            "x_floor": _finite(self.x_floor),
+            "calls_per_sample": self.calls_per_sample,
+            "samples_ms": [_finite(s * 1e3) for s in self.samples_s],
+            "rel_err_vs_xent_rs": _finite(self.rel_err),
+            "tol": self.tol,
+            "agrees": None if self.rel_err is None else self.warning is None,
+            "warning": self.warning,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class _Timed:
+    row: Row
+    fn: Fn
+    number: int = 1
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _time_calls(fn: Fn, number: int) -> float:
+    """Seconds per call over ``number`` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def _calls_per_sample(fn: Fn, first_call_s: float, min_sample_s: float) -> int:
+    """How many calls make a sample of at least ``min_sample_s`` (1 for slow functions)."""
+    if first_call_s >= min_sample_s:
+        return 1
+    again = _time_calls(fn, 1)  # the first call may include compilation or page faults
+    if again >= min_sample_s:
+        return 1
+    return min(100_000, math.ceil(min_sample_s / max(again, 1e-7)))
+
+
+def _as_numpy(result: object) -> Any:
+    """A result (NumPy, PyTorch or JAX; scalar, array or tuple) as NumPy arrays."""
+    if isinstance(result, tuple):
+        return tuple(_as_numpy(r) for r in result)
+    detach = getattr(result, "detach", None)
+    if detach is not None:  # torch.Tensor
+        result = detach().cpu().numpy()
+    return np.asarray(result)
+
+
+def _owned(result: object) -> Any:
+    """``_as_numpy`` copied, so that later calls writing into ``out=`` cannot change it."""
+    got = _as_numpy(result)
+    if isinstance(got, tuple):
+        return tuple(np.array(g, copy=True) for g in got)
+    return np.array(got, copy=True)
+
+
+def _rel_err(got: Any, want: Any) -> tuple[float, str]:
+    """``max|got - want| / max|want|`` (inf with a reason on a shape or NaN/inf mismatch)."""
+    if isinstance(want, tuple) or isinstance(got, tuple):
+        if not (isinstance(want, tuple) and isinstance(got, tuple)) or len(got) != len(want):
+            return math.inf, "result structure differs"
+        errs = [_rel_err(g, w) for g, w in zip(got, want, strict=True)]
+        return max(errs, key=lambda e: e[0])
+    g, w = np.asarray(got), np.asarray(want)
+    if g.shape != w.shape:
+        return math.inf, f"shape {g.shape} vs {w.shape}"
+    g, w = g.reshape(-1), w.reshape(-1)
+    worst, scale = 0.0, 0.0
+    block = 1 << 22
+    with np.errstate(all="ignore"):
+        for start in range(0, w.size, block):
+            gb = g[start : start + block].astype(np.float64)
+            wb = w[start : start + block].astype(np.float64)
+            finite = np.isfinite(wb)
+            if not np.array_equal(np.isnan(gb), np.isnan(wb)) or not np.array_equal(
+                gb[np.isinf(wb)], wb[np.isinf(wb)]
+            ):
+                return math.inf, "NaN/inf pattern differs"
+            if finite.any():
+                worst = max(worst, float(np.max(np.abs(gb[finite] - wb[finite]))))
+                scale = max(scale, float(np.max(np.abs(wb[finite]))))
+    if math.isnan(worst):
+        return math.inf, "NaN where xent_rs is finite"
+    return worst / max(scale, np.finfo(np.float64).tiny), ""
+
+
+def _check(row: Row, got: Any, want: Any, tol: float) -> None:
+    err, why = _rel_err(got, want)
+    row.rel_err, row.tol = err, tol
+    if err > tol:
+        what = why or f"max rel. error {err:.2e} > {tol:.0e}"
+        row.warning = f"{row.impl} disagrees with xent_rs: {what}"
+
+
+def _u64_view(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a``'s bytes as uint64 words and the few trailing bytes."""
+    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    whole = flat.size // 8 * 8
+    return flat[:whole].view(np.uint64), flat[whole:]
+
+
+def _floor(case: Case, d: Data, read_floor: Callable[..., float] | None) -> Fn:
+    x = d["x"]
+    if case.kind == "write":
+        return lambda: x.copy()
+    if case.kind == "out":
+        out = d["out"]
+        return lambda: np.copyto(out, x)
+    if case.kind == "overhead":
+        return lambda: np.negative(x)
+    arrays = [d[k] for k in case.inputs]
+    if read_floor is not None:
+        return lambda: read_floor(*arrays)
+    views = [_u64_view(a) for a in arrays]
+    return lambda: [(np.add.reduce(w), np.add.reduce(b)) for w, b in views]
+
+
+def _predict_reference(case: Case, d: Data, tol: float) -> tuple[float, Row | None]:
+    """Predict one NumPy-reference call from 1/16 of the rows; a checked "skipped" row if slow."""
+    n = d["x"].shape[0]
+    k = max(1, n // PROBE_FRACTION)
+    sub = {name: (a if name == "w" else a[:k]) for name, a in d.items()}
+    impls = case.impls(sub, NO_PEERS)
+    start = time.perf_counter()
+    got = _owned(impls["numpy"]())
+    predicted = (time.perf_counter() - start) * n / k
+    if predicted <= SLOW_REFERENCE_S:
+        return predicted, None
+    row = Row(case="", key=case.key, impl="numpy", status="skipped")
+    row.detail = f"~{predicted:.1f} s/call predicted; checked on {k} of {n} rows"
+    try:
+        _check(row, got, _owned(impls["xent_rs"]()), tol)
+    except Exception as exc:
+        row.detail += f" (xent_rs failed: {type(exc).__name__})"
+    return predicted, row
+
+
+def _run_case(
+    case: Case,
+    *,
+    quick: bool,
+    repeat: int,
+    peers: Peers,
+    read_floor: Callable[..., float] | None,
+) -> list[Row]:
+    title = case.title(quick)
+    data = case.make(np.random.default_rng(0), case.shape_for(quick))
+    nbytes = sum(data[k].nbytes for k in case.inputs)
+    min_sample = MIN_SAMPLE_S[quick]
+    rows: list[Row] = []
+    timed: list[_Timed] = []
+
+    floor_row = Row(case=title, key=case.key, impl="floor")
+    floor_fn = _floor(case, data, read_floor)
+    rows.append(floor_row)
+    try:
+        start = time.perf_counter()
+        floor_fn()
+        floor_number = _calls_per_sample(floor_fn, time.perf_counter() - start, min_sample)
+        timed.append(_Timed(floor_row, floor_fn, floor_number))
+    except Exception as exc:  # e.g. a failing read_floor: the case still runs, without xfloor
+        floor_row.status = "error"
+        floor_row.detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+
+    skipped: Row | None = None
+    if not quick and nbytes >= PROBE_MIN_BYTES:
+        _, skipped = _predict_reference(case, data, case.tol)
+
+    ours: Any = None
+    ours_failed = False
+    impls = case.impls(data, peers)
+    for name in sorted(impls, key=PEER_ORDER.index):
+        fn = impls[name]
+        if name == "numpy" and skipped is not None:
+            skipped.case = title
+            rows.append(skipped)
+            continue
+        row = Row(case=title, key=case.key, impl=name)
+        rows.append(row)
+        try:
+            start = time.perf_counter()
+            result = fn()
+            first = time.perf_counter() - start
+            if name == "xent_rs":
+                ours = _owned(result)
+            elif ours is not None:
+                _check(row, _as_numpy(result), ours, case.tol)
+            else:
+                row.detail = "not checked (xent_rs failed)"
+            del result
+            number = _calls_per_sample(fn, first, min_sample)
+        except Exception as exc:
+            row.status = "error"
+            row.detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            if name == "xent_rs":
+                ours_failed = True
+                row.warning = f"xent_rs failed: {row.detail}"
+            continue
+        timed.append(_Timed(row, fn, number))
+    del ours
+    if ours_failed:
+        for row in rows:
+            if row.impl not in ("floor", "xent_rs") and row.status == "ok":
+                row.detail = "not checked (xent_rs failed)"
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for rep in range(repeat):  # round-robin, starting one further each repetition
+            k = rep % len(timed)
+            for t in timed[k:] + timed[:k]:
+                if t.row.status != "ok":
+                    continue
+                try:
+                    t.row.samples_s.append(_time_calls(t.fn, t.number))
+                except Exception as exc:
+                    t.row.status = "error"
+                    t.row.detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    floor_s = statistics.median(floor_row.samples_s) if floor_row.samples_s else None
+    for t in timed:
+        r = t.row
+        r.calls_per_sample = t.number
+        if r.status != "ok" or not r.samples_s:
+            continue
+        r.median_s = statistics.median(r.samples_s)
+        r.gb_per_s = nbytes / r.median_s / 1e9 if r.median_s > 0 else None
+        r.x_floor = r.median_s / floor_s if floor_s else None
+    del timed, impls, data
+    gc.collect()
+    return rows
+
+
+# --------------------------------------------------------------------------- reporting
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    if len(shape) == 1 and shape[0] >= 1_000_000:
+        exponent = math.floor(math.log10(shape[0]))
+        mantissa = shape[0] / 10**exponent
+        return f"{mantissa:g}e{exponent}"
+    return "x".join(str(s) for s in shape)
+
+
+def _fmt_ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.3f}"
+    return f"{ms:.4f}"
+
+
+def _fmt_num(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _native_module() -> ModuleType | None:
+    if xent_rs.BACKEND != "rust":
+        return None
+    try:
+        return importlib.import_module("xent_rs._native")
+    except ImportError:
+        return None
+
+
+def _machine(threads: int, native: ModuleType | None, peers: Peers) -> dict[str, Any]:
+    simd: str | None = None
+    simd_level = getattr(native, "simd_level", None)
+    if simd_level is not None:
+        try:
+            simd = str(simd_level())
+        except Exception:
+            simd = None
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "cpus_available": available,
+        "platform": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "threads": threads,
+        "xent_rs": xent_rs.__version__,
+        "backend": xent_rs.BACKEND,
+        "simd": simd,
+        "numpy": np.__version__,
+        **peers.versions,
+    }
+
+
+class _Table:
+    def __init__(self, stream: TextIO, case_width: int) -> None:
+        self.stream = stream
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            xf = f"{TIMES}floor"
+            xf.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            xf = "xfloor"
+        self.widths = (max(case_width, 4), 7, 10, 8, 8)
+        self.header = ("case", "impl", "median ms", "GB/s", xf)
+
+    def line(self, cells: Sequence[str]) -> None:
+        cw, iw, mw, gw, fw = self.widths
+        c, i, m, g, f = cells
+        print(f"{c:<{cw}}  {i:<{iw}}  {m:>{mw}}  {g:>{gw}}  {f:>{fw}}".rstrip(), file=self.stream)
+
+    def head(self) -> None:
+        self.line(self.header)
+        self.line(["-" * w for w in self.widths])
+
+    def case(self, rows: Sequence[Row]) -> None:
+        for i, r in enumerate(rows):
+            name = r.case if i == 0 else ""
+            if r.status == "ok":
+                self.line(
+                    (name, r.impl, _fmt_ms(r.median_s), _fmt_num(r.gb_per_s), _fmt_num(r.x_floor))
+                )
+            else:
+                print(
+                    f"{name:<{self.widths[0]}}  {r.impl:<{self.widths[1]}}  {r.status}: {r.detail}",
+                    file=self.stream,
+                )
+            if r.warning:
+                print(f"{'':<{self.widths[0]}}  !! WARNING: {r.warning}", file=self.stream)
+        self.stream.flush()
+
+
+def _notes(quick: bool, repeat: int, threads: int, read_floor: bool, peers: Peers) -> list[str]:
+    notes = [
+        f"median of {repeat} repetitions; within each repetition the implementations run "
+        "round-robin (rotating start); small calls are looped to >= "
+        f"{MIN_SAMPLE_S[quick] * 1e3:g} ms per sample",
+        f"GB/s = bytes of the inputs read / median time; {TIMES}floor = median time / floor time",
+        "floor, reductions: "
+        + (
+            f"xent_rs._native.read_floor, every input byte read once with {threads} thread(s)"
+            if read_floor
+            else "np.add.reduce over a uint64 view of the inputs, SINGLE-threaded "
+            f"(xent_rs._native.read_floor unavailable), so {TIMES}floor < 1 is possible"
+        ),
+        "floor, log_softmax / cross_entropy_with_grad: x.copy(); out=: np.copyto(out, x); "
+        "call overhead: np.negative on the 8x10 input",
+        "numpy = xent_rs.reference (pure NumPy in float64, single-threaded); scipy = "
+        "scipy.special log_softmax/logsumexp/log_expit composites (single-threaded)",
+    ]
+    if peers.torch is not None:
+        notes.append(
+            f"torch: torch.nn.functional on torch.from_numpy views, "
+            f"torch.set_num_threads({threads})"
+        )
+    if peers.jax is not None:
+        notes.append(
+            "jax: jitted, inputs put on the device once outside the timing, "
+            "block_until_ready; XLA picks its own thread count (x64 enabled)"
+        )
+    if not quick:
+        notes.append(
+            f"numpy is skipped where one call is predicted to take > "
+            f"{SLOW_REFERENCE_S:g} s (checked on a slice of the rows instead)"
+        )
+    if xent_rs.BACKEND != "rust":
+        notes.append(
+            "backend is 'python': xent_rs runs the NumPy reference, so these "
+            "timings say nothing about the Rust kernels"
+        )
+    return notes
+
+
+def _plot(rows: Sequence[Row], path: str, title: str) -> None:
+    figure_class = importlib.import_module("matplotlib.figure").Figure
+
+    cases = list(dict.fromkeys(r.case for r in rows))
+    impls = [i for i in PEER_ORDER if any(r.impl == i and r.x_floor for r in rows)]
+    value = {(r.case, r.impl): r.x_floor for r in rows if r.x_floor}
+    height = 0.8 / max(1, len(impls))
+    fig = figure_class(figsize=(10, 1.0 + 0.13 * len(cases) * max(2, len(impls))))
+    ax = fig.add_subplot()
+    for j, impl in enumerate(impls):
+        ys = [i - 0.4 + (j + 0.5) * height for i in range(len(cases))]
+        xs = [value.get((c, impl), math.nan) for c in cases]
+        ax.barh(ys, xs, height=height, label=impl)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(cases)), cases, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time / floor (log scale; lower is better, 1 = floor)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def run(
+    *,
+    quick: bool = False,
+    repeat: int | None = None,
+    threads: int | None = None,
+    only: Sequence[str] | None = None,
+    as_json: bool = False,
+    plot: str | None = None,
+    stream: TextIO | None = None,
+) -> int:
+    """Run the benchmark and print the table (or JSON); returns the exit code (0)."""
+    out = sys.stdout if stream is None else stream
+    cases = select_cases(only)
+    if repeat is not None and repeat < 1:
+        raise BenchError(f"--repeat: expected a positive integer, got {repeat}")
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads: expected a positive integer, got {threads}")
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise BenchError("install matplotlib to plot (--plot)")
+        parent = os.path.dirname(os.path.abspath(plot))
+        if not os.path.isdir(parent):
+            raise BenchError(f"--plot: directory {parent!r} does not exist")
+    repeat = repeat or (QUICK_REPEAT if quick else FULL_REPEAT)
+
+    previous_threads = xent_rs.get_num_threads()
+    if threads is not None:
+        xent_rs.set_num_threads(threads)
+    used_threads = xent_rs.get_num_threads()
+    peers = _load_peers(used_threads)
+    torch_threads = peers.torch.get_num_threads() if peers.torch is not None else None
+    native = _native_module()
+    read_floor = getattr(native, "read_floor", None)
+    machine = _machine(used_threads, native, peers)
+    notes = _notes(quick, repeat, used_threads, read_floor is not None, peers)
+    all_rows: list[Row] = []
+    started = time.perf_counter()
+    try:
+        table: _Table | None = None
+        if not as_json:
+            _print_summary(out, machine, quick, repeat)
+            table = _Table(out, max(len(c.title(quick)) for c in cases))
+            table.head()
+        for case in cases:
+            rows = _run_case(case, quick=quick, repeat=repeat, peers=peers, read_floor=read_floor)
+            all_rows.extend(rows)
+            if table is not None:
+                table.case(rows)
+    finally:
+        if threads is not None:
+            xent_rs.set_num_threads(previous_threads)
+        if torch_threads is not None:
+            peers.torch.set_num_threads(torch_threads)
+    elapsed = time.perf_counter() - started
+    warnings = [r.warning for r in all_rows if r.warning]
+    checked = [r.rel_err for r in all_rows if r.rel_err is not None and r.warning is None]
+    if as_json:
+        json.dump(
+            {
+                "machine": machine,
+                "settings": {
+                    "quick": quick,
+                    "repeat": repeat,
+                    "threads": used_threads,
+                    "cases": [c.key for c in cases],
+                },
+                "rows": [r.to_json() for r in all_rows],
+                "warnings": warnings,
+                "notes": notes,
+                "elapsed_s": round(elapsed, 3),
+            },
+            out,
+            indent=2,
+            allow_nan=False,
+        )
+        print(file=out)
+    else:
+        print(file=out)
+        for note in notes:
+            print(f"note: {note}", file=out)
+        if warnings:
+            print(
+                f"WARNING: {len(warnings)} result(s) disagreed with xent_rs or failed "
+                "(rows marked !!)",
+                file=out,
+            )
+        elif checked:
+            print(
+                f"check: every peer agrees with xent_rs (largest rel. error {max(checked):.1e})",
+                file=out,
+            )
+        print(f"total {elapsed:.1f} s", file=out)
+    if plot is not None:
+        mode = "quick" if quick else "full"
+        _plot(
+            all_rows,
+            plot,
+            f"xent_rs {xent_rs.__version__} ({xent_rs.BACKEND}) vs peers, "
+            f"{mode}, {used_threads} thread(s), {machine['cpu']}",
+        )
+        print(f"wrote {plot}", file=sys.stderr if as_json else out)
+    return 0
+
+
+def _print_summary(out: TextIO, m: dict[str, Any], quick: bool, repeat: int) -> None:
+    cpus = f"{m['logical_cpus']} logical CPUs"
+    if m["cpus_available"] is not None and m["cpus_available"] != m["logical_cpus"]:
+        cpus += f" ({m['cpus_available']} available to this process)"
+    simd = f", SIMD {m['simd']}" if m["simd"] else ""
+    peers = ", ".join(f"{k} {m[k]}" for k in ("scipy", "torch", "jax"))
+    shapes = f"quick (leading dimension / {QUICK_DIVISOR})" if quick else "full"
+    print(f"machine : {m['cpu']}, {cpus}, {m['platform']}, Python {m['python']}", file=out)
+    print(
+        f"xent_rs : {m['xent_rs']}, backend {m['backend']}{simd}, {m['threads']} thread(s)",
+        file=out,
+    )
+    print(f"peers   : numpy {m['numpy']} (reference), {peers}", file=out)
+    print(f"run     : {shapes} shapes, median of {repeat} repetitions", file=out)
+    print(file=out)
