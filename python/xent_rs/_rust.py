@@ -251,26 +251,29 @@ def _binary(
     reduction: Any,
     name: str,
 ) -> Loss:
-    xa, ta, w, reduction = _args.binary_args(x, target, weight, reduction, name)
-    pw = None
+    # Validates everything (weight too: it is re-derived below in the input's dtype).
+    xa, ta, _, reduction = _args.binary_args(x, target, weight, reduction, name)
     if pos_weight is not None:
-        pw = _args.broadcast_to_input(pos_weight, xa.shape, "pos_weight")
-    shape = xa.shape
+        _args.broadcast_to_input(pos_weight, xa.shape, "pos_weight")
     # The kernels read rows along the last axis: give 0-d inputs one.
     like = xa.reshape(1) if xa.ndim == 0 else xa
 
-    def cast(a: np.ndarray | None) -> np.ndarray | None:
+    def in_input_dtype(a: Any, name: str) -> np.ndarray | None:
+        """``a`` (already validated) cast before broadcasting, so no full-size copy is made."""
         if a is None:
             return None
-        if a.dtype != xa.dtype:  # cast the small original, then broadcast the view again
-            base = a if a.base is None else np.asarray(a.base)
-            a = np.broadcast_to(base.astype(xa.dtype), shape) if base.shape else a.astype(xa.dtype)
-        return a.reshape(like.shape) if a.ndim == 0 else a
+        small = _args.as_float_array(a, name).astype(xa.dtype, copy=False)
+        return np.broadcast_to(small, like.shape)
 
     per, total, count = _native.binary_loss(
-        like, cast(ta), cast(w), cast(pw), name == "logits", reduction == "none"
+        like,
+        ta.astype(xa.dtype, copy=False).reshape(like.shape),
+        in_input_dtype(weight, "weight"),
+        in_input_dtype(pos_weight, "pos_weight"),
+        name == "logits",
+        reduction == "none",
     )
-    return _finish(per, total, count, reduction, shape, _args.compute_dtype(xa.dtype))
+    return _finish(per, total, count, reduction, xa.shape, _args.compute_dtype(xa.dtype))
 
 
 @_documented_by(reference.binary_cross_entropy)
