@@ -707,7 +707,7 @@ def _run_case(
     gc.disable()
     try:
         for rep in range(repeat):  # round-robin, starting one further each repetition
-            k = rep % len(timed)
+            k = rep % len(timed) if timed else 0
             for t in timed[k:] + timed[:k]:
                 if t.row.status != "ok":
                     continue

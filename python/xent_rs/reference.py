@@ -137,7 +137,7 @@ def _nll(
 
 def _reduce(per: np.ndarray, denominator: float, reduction: str, dtype: np.dtype) -> Loss:
     if reduction == "none":
-        return per.astype(dtype)
+        return np.asarray(per, dtype=dtype)  # 0-d inputs give a 0-d array, not a scalar
     return _args.finish_reduction(float(per.sum()), denominator, reduction, dtype)
 
 

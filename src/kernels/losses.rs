@@ -578,7 +578,8 @@ impl<E: Element> SimdTask for BinaryBlock<'_, '_, '_, E> {
                 let (xi, ti) = (x[i].to_f64(), t[i].to_f64());
                 let mut loss = match self.kind {
                     Binary::Probs => {
-                        if !(0.0..=1.0).contains(&xi) {
+                        #[allow(clippy::manual_range_contains)] // NaN must pass (and propagate)
+                        if xi < 0.0 || xi > 1.0 {
                             return Err(KernelError::ProbabilityOutOfRange {
                                 value: xi,
                                 index: e + i,

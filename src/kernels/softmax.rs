@@ -128,7 +128,7 @@ pub fn softmax_from_stats<F: Real, const FMA: bool>(
         // exp(x - (m + log_sum)) with the shift kept as hi + lo: ~1 ulp even for tiny outputs.
         let (l_hi, l_lo) = split::<F>(log_sum);
         let hi = m + l_hi;
-        let lo = l_lo - F::sub_error(m, -l_hi, hi);
+        let lo = l_lo + F::sub_error(m, -l_hi, hi);
         write_exp_sub::<F, FMA>(x, hi, lo, out);
     } else {
         for (o, &v) in out.iter_mut().zip(x) {
@@ -273,17 +273,22 @@ pub fn entr(p: f64) -> f64 {
     }
 }
 
-/// `p log(p / q)` as `scipy.special.rel_entr`, with `log(p/q)` as `log1p((p - q) / q)` so
-/// that nearly equal `p` and `q` keep their digits.
+/// `p log(p / q)` as `scipy.special.rel_entr`, with `log(p/q)` as `log1p((p - q) / q)` when
+/// `p` and `q` are close, so that their difference keeps its digits.
 #[inline]
 pub fn rel_entr(p: f64, q: f64) -> f64 {
     if p.is_nan() || q.is_nan() {
         f64::NAN
     } else if p > 0.0 && q > 0.0 {
-        if q.is_infinite() || p.is_infinite() {
-            p * (p / q).ln()
+        let relative_gap = (p - q) / q;
+        let ratio = p / q;
+        if relative_gap.abs() < 0.5 {
+            p * relative_gap.ln_1p()
+        } else if ratio > 0.0 && ratio.is_finite() {
+            p * ratio.ln()
         } else {
-            p * ((p - q) / q).ln_1p()
+            // p / q under- or overflows: the logarithms separately.
+            p * (p.ln() - q.ln())
         }
     } else if p == 0.0 && q >= 0.0 {
         0.0
@@ -411,5 +416,7 @@ mod tests {
         assert_eq!(rel_entr(0.0, 0.0), 0.0);
         assert_eq!(rel_entr(1.0, 0.0), f64::INFINITY);
         assert!((rel_entr(0.5, 0.25) - 0.5 * 2f64.ln()).abs() < 1e-16);
+        assert!((rel_entr(1e-28, 0.23) - 1e-28 * (1e-28f64 / 0.23).ln()).abs() < 1e-40);
+        assert!(rel_entr(5e-324, 1e10) < 0.0 && rel_entr(5e-324, 1e10).is_finite());
     }
 }
