@@ -7,8 +7,8 @@ use crate::kernels::losses::{self, Binary, BinaryInputs, ClassOptions, ClassTerm
 use crate::kernels::{parallel, softmax, Element, Isa, KernelError, Rows, RowsMut};
 use half::{bf16, f16};
 use numpy::{
-    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyUntypedArray,
-    PyUntypedArrayMethods,
+    PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
+    PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -159,12 +159,78 @@ fn same_dtype<'py, E: Element + numpy::Element>(
         .map_err(|_| BindError::Type(format!("{name}: must be an array of the input's dtype")))
 }
 
+/// Probability targets (or binary targets and weights): stored like the input, or in its
+/// compute type (float32 targets of float16 logits keep their precision).
+enum Companion<'py, E>
+where
+    E: Element + numpy::Element,
+    E::Compute: numpy::Element,
+{
+    Same(PyReadonlyArrayDyn<'py, E>),
+    Compute(PyReadonlyArrayDyn<'py, E::Compute>),
+}
+
+fn companion<'py, E>(obj: &Bound<'py, PyAny>, shape: &[usize], name: &str, of: &str) -> BindResult<Companion<'py, E>>
+where
+    E: Element + numpy::Element,
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
+{
+    let companion = if let Ok(a) = obj.cast::<PyArrayDyn<E>>() {
+        Companion::Same(a.readonly())
+    } else if let Ok(a) = obj.cast::<PyArrayDyn<E::Compute>>() {
+        Companion::Compute(a.readonly())
+    } else {
+        return Err(BindError::Type(format!("{name}: must be an array of the input's dtype or its compute dtype")));
+    };
+    let got = match &companion {
+        Companion::Same(a) => a.shape().to_vec(),
+        Companion::Compute(a) => a.shape().to_vec(),
+    };
+    same_shape(&got, shape, name, of)?;
+    Ok(companion)
+}
+
+/// A borrowed view of a [`Companion`], which can cross into `py.detach`.
+enum CompanionView<'a, E: Element> {
+    Same(ndarray::ArrayViewD<'a, E>),
+    Compute(ndarray::ArrayViewD<'a, E::Compute>),
+}
+
+impl<E> Companion<'_, E>
+where
+    E: Element + numpy::Element,
+    E::Compute: numpy::Element,
+{
+    fn view(&self) -> CompanionView<'_, E> {
+        match self {
+            Companion::Same(a) => CompanionView::Same(a.as_array()),
+            Companion::Compute(a) => CompanionView::Compute(a.as_array()),
+        }
+    }
+}
+
+/// Evaluates `$body` with `$rows` bound to the `Rows` of a [`CompanionView`] along `$axis`.
+macro_rules! with_rows {
+    ($view:expr, $axis:expr, |$rows:ident| $body:expr) => {
+        match $view {
+            CompanionView::Same(v) => {
+                let $rows = Rows::new(v, $axis);
+                $body
+            }
+            CompanionView::Compute(v) => {
+                let $rows = Rows::new(v, $axis);
+                $body
+            }
+        }
+    };
+}
+
 fn optional_weight<'py, E: Element>(
     weight: Option<&Bound<'py, PyAny>>,
     n_classes: usize,
 ) -> BindResult<Option<PyReadonlyArray1<'py, E::Compute>>>
 where
-    E::Compute: numpy::Element,
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     let Some(w) = weight else { return Ok(None) };
     let w = w
@@ -261,7 +327,7 @@ fn row_reduction_impl<'py, E: Element + numpy::Element>(
     which: RowReduction,
 ) -> PyResult<Bound<'py, PyAny>>
 where
-    E::Compute: numpy::Element,
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     check_axis(axis, x.ndim(), "x")?;
     let x = x.readonly();
@@ -300,7 +366,7 @@ fn kl_impl<'py, E: Element + numpy::Element>(
     axis: usize,
 ) -> PyResult<Bound<'py, PyAny>>
 where
-    E::Compute: numpy::Element,
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     let q = same_dtype::<E>(q, "q")?;
     check_axis(axis, p.ndim(), "p")?;
@@ -371,7 +437,7 @@ fn cross_entropy_impl<'py, E: Element + numpy::Element>(
     mean: bool,
 ) -> PyResult<LossResult<'py>>
 where
-    E::Compute: numpy::Element,
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     let py = x.py();
     check_axis(axis, x.ndim(), "logits")?;
@@ -428,21 +494,14 @@ where
         })
         .map_err(kernel_error)?
     } else {
-        let t = same_dtype::<E>(target, "target")?;
-        same_shape(t.shape(), x.shape(), "target", "logits")?;
-        let t = t.readonly();
-        let tv = t.as_array();
+        let t = companion::<E>(target, x.shape(), "target", "logits")?;
+        let t = t.view();
         py.detach(|| {
             let scale = if mean { 1.0 / n_rows as f64 } else { 1.0 };
             let grad = grad_rows.as_ref().map(|rows| GradOut { rows, scale });
-            losses::cross_entropy_probs(
-                isa(),
-                &rows,
-                &Rows::new(tv, axis),
-                options,
-                out_slice,
-                grad,
-            )
+            with_rows!(t, axis, |target| {
+                losses::cross_entropy_probs(isa(), &rows, &target, options, out_slice, grad)
+            })
         })
         .map_err(kernel_error)?
     };
@@ -495,7 +554,7 @@ fn picked_impl<'py, E: Element + numpy::Element>(
     name: &str,
 ) -> PyResult<LossResult<'py>>
 where
-    E::Compute: numpy::Element,
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     let py = x.py();
     check_axis(axis, x.ndim(), name)?;
@@ -532,12 +591,12 @@ where
         py.detach(|| losses::picked_index(isa(), &rows, targets, options, term, out_slice))
             .map_err(|e| BindError::Kernel(e, batch.clone()))?
     } else {
-        let t = same_dtype::<E>(target, "target")?;
-        same_shape(t.shape(), x.shape(), "target", name)?;
-        let t = t.readonly();
-        let tv = t.as_array();
+        let t = companion::<E>(target, x.shape(), "target", name)?;
+        let t = t.view();
         py.detach(|| {
-            losses::weighted_probs(isa(), &rows, &Rows::new(tv, axis), weight, term, out_slice)
+            with_rows!(t, axis, |target| {
+                losses::weighted_probs(isa(), &rows, &target, weight, term, out_slice)
+            })
         })
         .map_err(|e| BindError::Kernel(e, batch.clone()))?
     };
@@ -579,7 +638,28 @@ fn binary_impl<'py, E: Element + numpy::Element>(
     per_element: bool,
 ) -> PyResult<LossResult<'py>>
 where
+    E::Compute: numpy::Element + Element<Compute = E::Compute>,
+{
+    // Targets and weights come stored like the input or in its compute type (all alike).
+    if target.cast::<PyArrayDyn<E>>().is_ok() {
+        binary_with::<E, E>(x, target, weight, pos_weight, kind, per_element)
+    } else {
+        binary_with::<E, E::Compute>(x, target, weight, pos_weight, kind, per_element)
+    }
+}
+
+fn binary_with<'py, E, T>(
+    x: &Bound<'py, PyArrayDyn<E>>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    pos_weight: Option<&Bound<'py, PyAny>>,
+    kind: Binary,
+    per_element: bool,
+) -> PyResult<LossResult<'py>>
+where
+    E: Element + numpy::Element,
     E::Compute: numpy::Element,
+    T: Element<Compute = E::Compute> + numpy::Element,
 {
     let py = x.py();
     if x.ndim() == 0 {
@@ -587,8 +667,10 @@ where
     }
     let axis = x.ndim() - 1;
     let shape = x.shape().to_vec();
-    let load = |obj: &Bound<'py, PyAny>, name: &str| -> BindResult<Bound<'py, PyArrayDyn<E>>> {
-        let a = same_dtype::<E>(obj, name)?;
+    let load = |obj: &Bound<'py, PyAny>, name: &str| -> BindResult<Bound<'py, PyArrayDyn<T>>> {
+        let a = obj.cast::<PyArrayDyn<T>>().cloned().map_err(|_| {
+            BindError::Type(format!("{name}: must be an array of the target's dtype"))
+        })?;
         same_shape(a.shape(), &shape, name, "the input")?;
         Ok(a)
     };

@@ -123,10 +123,11 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> Loss:
 
 # --------------------------------------------------------------------------- losses over classes
 def _native_target(kind: str, t: np.ndarray, xa: np.ndarray) -> np.ndarray:
-    """Index targets as flat contiguous int64; probability targets in the input's dtype."""
+    """Index targets as flat contiguous int64; probability targets as ``as_target`` gives them
+    (the input's dtype, or float32 for half-precision inputs), read in place."""
     if kind == "index":
         return np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
-    return t.astype(xa.dtype, copy=False)
+    return t
 
 
 def _cross_entropy(
@@ -258,18 +259,22 @@ def _binary(
     # The kernels read rows along the last axis: give 0-d inputs one.
     like = xa.reshape(1) if xa.ndim == 0 else xa
 
-    def in_input_dtype(a: Any, name: str) -> np.ndarray | None:
+    # Targets and weights share one dtype: the input's, or its compute dtype (float32 for
+    # half-precision inputs with wider targets, which then keep their precision).
+    companion = ta.dtype if ta.dtype == xa.dtype else _args.compute_dtype(xa.dtype)
+
+    def in_companion_dtype(a: Any, name: str) -> np.ndarray | None:
         """``a`` (already validated) cast before broadcasting, so no full-size copy is made."""
         if a is None:
             return None
-        small = _args.as_float_array(a, name).astype(xa.dtype, copy=False)
+        small = _args.as_float_array(a, name).astype(companion, copy=False)
         return np.broadcast_to(small, like.shape)
 
     per, total, count = _native.binary_loss(
         like,
-        ta.astype(xa.dtype, copy=False).reshape(like.shape),
-        in_input_dtype(weight, "weight"),
-        in_input_dtype(pos_weight, "pos_weight"),
+        ta.astype(companion, copy=False).reshape(like.shape),
+        in_companion_dtype(weight, "weight"),
+        in_companion_dtype(pos_weight, "pos_weight"),
         name == "logits",
         reduction == "none",
     )

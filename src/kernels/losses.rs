@@ -319,14 +319,14 @@ pub fn cross_entropy_index<E: Element>(
     total_of(run_rows(isa, &kernel, out, x.len()))
 }
 
-struct CrossEntropyProbs<'r, 'a, E: Element> {
+struct CrossEntropyProbs<'r, 'a, E: Element, T> {
     x: &'r Rows<'a, E>,
-    target: &'r Rows<'a, E>,
+    target: &'r Rows<'a, T>,
     options: ClassOptions<'r, E::Compute>,
     grad: Option<GradOut<'r, 'a, E>>,
 }
 
-impl<E: Element> RowKernel for CrossEntropyProbs<'_, '_, E> {
+impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyProbs<'_, '_, E, T> {
     type PerRow = E::Compute;
     type Block = Result<Total, KernelError>;
 
@@ -349,7 +349,12 @@ impl<E: Element> RowKernel for CrossEntropyProbs<'_, '_, E> {
                 weighted_gap += wt * (m - xc.to_f64());
                 mass += wt;
             }
-            let loss = weighted_gap + mass * log_sum;
+            // No classes: an empty sum (mass 0 times log(0) would be NaN).
+            let loss = if row.is_empty() {
+                0.0
+            } else {
+                weighted_gap + mass * log_sum
+            };
             *o = E::Compute::from_f64(loss);
             total.add(loss, 1.0);
             if let Some(g) = self.grad {
@@ -373,11 +378,12 @@ impl<E: Element> RowKernel for CrossEntropyProbs<'_, '_, E> {
     }
 }
 
-/// Cross-entropy from logits with probability targets (rows of the same length as `x`).
-pub fn cross_entropy_probs<E: Element>(
+/// Cross-entropy from logits with probability targets (rows of the same length as `x`, stored
+/// as `x` or in the compute type).
+pub fn cross_entropy_probs<E: Element, T: Element<Compute = E::Compute>>(
     isa: Isa,
     x: &Rows<'_, E>,
-    target: &Rows<'_, E>,
+    target: &Rows<'_, T>,
     options: ClassOptions<'_, E::Compute>,
     out: &mut [E::Compute],
     grad: Option<GradOut<'_, '_, E>>,
@@ -474,14 +480,14 @@ pub fn picked_index<E: Element>(
     total_of(run_rows(isa, &kernel, out, 1))
 }
 
-struct WeightedProbs<'r, 'a, E: Element> {
+struct WeightedProbs<'r, 'a, E: Element, T> {
     x: &'r Rows<'a, E>,
-    target: &'r Rows<'a, E>,
+    target: &'r Rows<'a, T>,
     weight: Option<&'r [E::Compute]>,
     term: ClassTerm,
 }
 
-impl<E: Element> RowKernel for WeightedProbs<'_, '_, E> {
+impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for WeightedProbs<'_, '_, E, T> {
     type PerRow = E::Compute;
     type Block = Result<Total, KernelError>;
 
@@ -505,10 +511,10 @@ impl<E: Element> RowKernel for WeightedProbs<'_, '_, E> {
 }
 
 /// `nll_loss` / `categorical_cross_entropy` with probability targets.
-pub fn weighted_probs<E: Element>(
+pub fn weighted_probs<E: Element, T: Element<Compute = E::Compute>>(
     isa: Isa,
     x: &Rows<'_, E>,
-    target: &Rows<'_, E>,
+    target: &Rows<'_, T>,
     weight: Option<&[E::Compute]>,
     term: ClassTerm,
     out: &mut [E::Compute],
@@ -540,23 +546,23 @@ pub enum Binary {
 }
 
 /// Inputs of a binary loss: rows along the last axis, all of the same shape (broadcast views
-/// welcome).
+/// welcome); the targets and weights are stored as `x` or in its compute type (`T`).
 #[derive(Debug)]
-pub struct BinaryInputs<'r, 'a, E> {
+pub struct BinaryInputs<'r, 'a, E, T> {
     pub x: &'r Rows<'a, E>,
-    pub target: &'r Rows<'a, E>,
-    pub weight: Option<&'r Rows<'a, E>>,
-    pub pos_weight: Option<&'r Rows<'a, E>>,
+    pub target: &'r Rows<'a, T>,
+    pub weight: Option<&'r Rows<'a, T>>,
+    pub pos_weight: Option<&'r Rows<'a, T>>,
 }
 
-struct BinaryBlock<'r, 'a, 'o, E: Element> {
-    inputs: &'r BinaryInputs<'r, 'a, E>,
+struct BinaryBlock<'r, 'a, 'o, E: Element, T> {
+    inputs: &'r BinaryInputs<'r, 'a, E, T>,
     kind: Binary,
     elements: Range<usize>,
     out: Option<&'o mut [E::Compute]>,
 }
 
-impl<E: Element> SimdTask for BinaryBlock<'_, '_, '_, E> {
+impl<E: Element, T: Element<Compute = E::Compute>> SimdTask for BinaryBlock<'_, '_, '_, E, T> {
     type Output = Result<Total, KernelError>;
 
     #[inline(always)]
@@ -608,9 +614,9 @@ impl<E: Element> SimdTask for BinaryBlock<'_, '_, '_, E> {
 }
 
 /// A binary loss over every element; `out` (C order, one per element) is optional.
-pub fn binary<E: Element>(
+pub fn binary<E: Element, T: Element<Compute = E::Compute>>(
     isa: Isa,
-    inputs: &BinaryInputs<'_, '_, E>,
+    inputs: &BinaryInputs<'_, '_, E, T>,
     kind: Binary,
     out: Option<&mut [E::Compute]>,
 ) -> Result<Total, KernelError> {
