@@ -170,7 +170,12 @@ where
     Compute(PyReadonlyArrayDyn<'py, E::Compute>),
 }
 
-fn companion<'py, E>(obj: &Bound<'py, PyAny>, shape: &[usize], name: &str, of: &str) -> BindResult<Companion<'py, E>>
+fn companion<'py, E>(
+    obj: &Bound<'py, PyAny>,
+    shape: &[usize],
+    name: &str,
+    of: &str,
+) -> BindResult<Companion<'py, E>>
 where
     E: Element + numpy::Element,
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
@@ -180,7 +185,9 @@ where
     } else if let Ok(a) = obj.cast::<PyArrayDyn<E::Compute>>() {
         Companion::Compute(a.readonly())
     } else {
-        return Err(BindError::Type(format!("{name}: must be an array of the input's dtype or its compute dtype")));
+        return Err(BindError::Type(format!(
+            "{name}: must be an array of the input's dtype or its compute dtype"
+        )));
     };
     let got = match &companion {
         Companion::Same(a) => a.shape().to_vec(),
@@ -488,8 +495,8 @@ where
         let targets = t.as_slice().expect("checked contiguous");
         py.detach(|| {
             let denominator = losses::check_targets(targets, n_classes, &options)?;
-            let scale = if mean { 1.0 / denominator } else { 1.0 };
-            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, scale });
+            let divisor = if mean { denominator } else { 1.0 };
+            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, divisor });
             losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad)
         })
         .map_err(kernel_error)?
@@ -497,8 +504,8 @@ where
         let t = companion::<E>(target, x.shape(), "target", "logits")?;
         let t = t.view();
         py.detach(|| {
-            let scale = if mean { 1.0 / n_rows as f64 } else { 1.0 };
-            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, scale });
+            let divisor = if mean { n_rows as f64 } else { 1.0 };
+            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, divisor });
             with_rows!(t, axis, |target| {
                 losses::cross_entropy_probs(isa(), &rows, &target, options, out_slice, grad)
             })

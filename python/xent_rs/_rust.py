@@ -261,7 +261,9 @@ def _binary(
 
     # Targets and weights share one dtype: the input's, or its compute dtype (float32 for
     # half-precision inputs with wider targets, which then keep their precision).
-    companion = ta.dtype if ta.dtype == xa.dtype else _args.compute_dtype(xa.dtype)
+    given = [a for a in (ta, weight, pos_weight) if a is not None]
+    same = all(_args.as_float_array(a, "weight").dtype == xa.dtype for a in given)
+    companion = xa.dtype if same else _args.compute_dtype(xa.dtype)
 
     def in_companion_dtype(a: Any, name: str) -> np.ndarray | None:
         """``a`` (already validated) cast before broadcasting, so no full-size copy is made."""

@@ -344,7 +344,8 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> np.ndar
     with np.errstate(all="ignore"):
         rel = np.select(
             [np.isnan(P) | np.isnan(Q), (P > 0) & (Q > 0), (P == 0) & (Q >= 0)],
-            [np.nan, P * np.log(P / Q), 0.0],
+            # log p - log q, not log(p / q): the ratio overflows for tiny (subnormal) q.
+            [np.nan, P * (np.log(P) - np.log(Q)), 0.0],
             np.inf,
         )
         return rel.sum(axis=-1).astype(dtype)[()]

@@ -195,11 +195,32 @@ fn smoothing_sum<F: Real>(
     weighted_gap_sum(row, full.max, weight) + weight_sum * full.sum.ln()
 }
 
-/// Where the gradient goes, and the factor (1/denominator for a mean) it is scaled by.
+/// Where the gradient goes, and what it is divided by (the denominator of a mean, else 1).
 #[derive(Clone, Copy, Debug)]
 pub struct GradOut<'r, 'a, E> {
     pub rows: &'r RowsMut<'a, E>,
-    pub scale: f64,
+    pub divisor: f64,
+}
+
+impl<E> GradOut<'_, '_, E> {
+    /// The factor the unscaled gradient is multiplied by (a zero divisor is applied by
+    /// [`divide_by_zero`] afterwards, so that IEEE gives ±inf or NaN as the reference does).
+    fn scale(&self) -> f64 {
+        if self.divisor == 0.0 {
+            1.0
+        } else {
+            1.0 / self.divisor
+        }
+    }
+}
+
+#[inline(always)]
+fn divide_by_zero<F: Real>(divisor: f64, row: &mut [F]) {
+    if divisor == 0.0 {
+        for d in row.iter_mut() {
+            *d = *d / F::ZERO;
+        }
+    }
 }
 
 struct CrossEntropyIndex<'r, 'a, E: Element> {
@@ -260,10 +281,11 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             total.add(loss, w_t);
             if let Some(g) = self.grad {
                 // d/dx_c = (1-eps) w_t (p_c - [c = t]) + (eps/C) (W p_c - w_c), times scale.
+                let scale = g.scale();
                 let a =
-                    E::Compute::from_f64(g.scale * ((1.0 - eps) * w_t + smooth * self.weight_sum));
-                let b = E::Compute::from_f64(g.scale * smooth);
-                let g_t = g.scale
+                    E::Compute::from_f64(scale * ((1.0 - eps) * w_t + smooth * self.weight_sum));
+                let b = E::Compute::from_f64(scale * smooth);
+                let g_t = scale
                     * (smooth * (self.weight_sum * terms.p_target - w_t)
                         - (1.0 - eps) * w_t * terms.one_minus_p_target);
                 // SAFETY: each row is written by exactly one block.
@@ -283,6 +305,7 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
                         }
                     }
                     dst[t] = E::Compute::from_f64(g_t);
+                    divide_by_zero(g.divisor, dst);
                     if copied {
                         g.rows.store(r, dst);
                     }
@@ -343,31 +366,28 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
             let stats = max_sum::<E::Compute, FMA>(row);
             let (m, log_sum) = (stats.max.to_f64(), stats.sum.ln());
             // loss = Σ_c w_c t'_c (lse - x_c) with t' = (1-eps) t + eps/C.
-            let (mut weighted_gap, mut mass) = (0.0f64, 0.0f64);
+            // Each term w_c t'_c (m - x_c + log_sum) is non-negative: no cancellation.
+            let (mut loss, mut mass) = (0.0f64, 0.0f64);
             for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
                 let wt = self.options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
-                weighted_gap += wt * (m - xc.to_f64());
+                loss += wt * ((m - xc.to_f64()) + log_sum);
                 mass += wt;
             }
-            // No classes: an empty sum (mass 0 times log(0) would be NaN).
-            let loss = if row.is_empty() {
-                0.0
-            } else {
-                weighted_gap + mass * log_sum
-            };
             *o = E::Compute::from_f64(loss);
             total.add(loss, 1.0);
             if let Some(g) = self.grad {
                 // d/dx_c = (Σ_k w_k t'_k) p_c - w_c t'_c, times scale.
-                let a = E::Compute::from_f64(g.scale * mass);
+                let scale = g.scale();
+                let a = E::Compute::from_f64(scale * mass);
                 // SAFETY: each row is written by exactly one block.
                 unsafe {
                     let (dst, copied) = g.rows.row_mut(r, &mut gs);
                     softmax_from_stats::<E::Compute, FMA>(row, stats, dst, false);
                     for (c, (d, &tc)) in dst.iter_mut().zip(target).enumerate() {
                         let wt = self.options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
-                        *d = a * *d - E::Compute::from_f64(g.scale * wt);
+                        *d = a * *d - E::Compute::from_f64(scale * wt);
                     }
+                    divide_by_zero(g.divisor, dst);
                     if copied {
                         g.rows.store(r, dst);
                     }
@@ -746,7 +766,7 @@ mod tests {
             let mut out = [0.0];
             let grad = GradOut {
                 rows: &grad_rows,
-                scale: 1.0,
+                divisor: 1.0,
             };
             cross_entropy_index(Isa::detect(), &rows, &[3], opts, &mut out, Some(grad)).unwrap();
         }
