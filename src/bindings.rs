@@ -8,7 +8,7 @@ use crate::kernels::{parallel, softmax, Element, Isa, KernelError, Rows, RowsMut
 use half::{bf16, f16};
 use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
-    PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+    PyReadonlyArrayDyn, PyReadwriteArray1, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -253,22 +253,57 @@ where
     Ok(Some(w))
 }
 
-fn new_output<'py, T: numpy::Element>(
-    py: Python<'py>,
-    n: usize,
-    want: bool,
-) -> Option<Bound<'py, PyArray1<T>>> {
-    want.then(|| PyArray1::<T>::zeros(py, n, false))
-}
-
 /// The result of a loss: per-row (or per-element) losses if asked, the total, the denominator.
 type LossResult<'py> = (Option<Bound<'py, PyAny>>, f64, f64);
 
-fn loss_result<'py, T: numpy::Element>(
-    per_row: Option<Bound<'py, PyArray1<T>>>,
-    total: Total,
-) -> LossResult<'py> {
-    (per_row.map(|a| a.into_any()), total.sum(), total.weight())
+/// Where a loss kernel writes its per-row (or per-element) losses: a new NumPy array when the
+/// caller asked for them, otherwise a scratch buffer nobody reads.
+enum LossOutput<'py, T: numpy::Element> {
+    Array(PyReadwriteArray1<'py, T>),
+    Scratch(Vec<T>),
+}
+
+impl<'py, T: numpy::Element + Default + Clone> LossOutput<'py, T> {
+    /// `n` losses, kept when `wanted`; with `scratch` false an unwanted output has no buffer.
+    fn new(py: Python<'py>, n: usize, wanted: bool, scratch: bool) -> Self {
+        if wanted {
+            LossOutput::Array(PyArray1::<T>::zeros(py, n, false).readwrite())
+        } else {
+            LossOutput::Scratch(vec![T::default(); if scratch { n } else { 0 }])
+        }
+    }
+
+    /// The buffer to write, whether or not the losses are kept.
+    fn buffer(&mut self) -> &mut [T] {
+        match self {
+            LossOutput::Array(a) => a.as_slice_mut().expect("new arrays are contiguous"),
+            LossOutput::Scratch(v) => v,
+        }
+    }
+
+    /// The buffer to write only if the losses are kept.
+    fn kept(&mut self) -> Option<&mut [T]> {
+        match self {
+            LossOutput::Array(a) => Some(a.as_slice_mut().expect("new arrays are contiguous")),
+            LossOutput::Scratch(_) => None,
+        }
+    }
+
+    fn finish(self, total: Total) -> LossResult<'py> {
+        let array = match self {
+            LossOutput::Array(a) => {
+                let array: &Bound<'py, PyArray1<T>> = &a;
+                Some(array.clone().into_any())
+            }
+            LossOutput::Scratch(_) => None,
+        };
+        (array, total.sum(), total.weight())
+    }
+}
+
+/// Class-index targets arrive as int64; probability targets as floats like the input.
+fn is_index_target<E: numpy::Element>(target: &Bound<'_, PyAny>) -> bool {
+    target.cast::<PyArray1<i64>>().is_ok() && target.cast::<PyArrayDyn<E>>().is_err()
 }
 
 // ---------------------------------------------------------------- softmax family
@@ -469,16 +504,8 @@ where
         .as_mut()
         .map(|g| writable_rows(g.as_array_mut(), axis, "grad"))
         .transpose()?;
-    let out = new_output::<E::Compute>(py, n_rows, per_row);
-    let mut out_rw = out.as_ref().map(|o| o.readwrite());
-    let mut scratch = Vec::new();
-    let out_slice: &mut [E::Compute] = match out_rw.as_mut() {
-        Some(o) => o.as_slice_mut().expect("new arrays are contiguous"),
-        None => {
-            scratch.resize(n_rows, E::Compute::default());
-            &mut scratch
-        }
-    };
+    let mut out = LossOutput::<E::Compute>::new(py, n_rows, per_row, true);
+    let out_slice = out.buffer();
     let options = ClassOptions {
         weight: weight
             .as_ref()
@@ -488,31 +515,23 @@ where
     };
     let rows = Rows::new(xv, axis);
     let kernel_error = |e| BindError::Kernel(e, batch.clone());
-    let target_is_index =
-        target.cast::<PyArray1<i64>>().is_ok() && target.cast::<PyArrayDyn<E>>().is_err();
-    let total = if target_is_index {
+    let grad = grad_rows.as_ref().map(|rows| GradOut { rows, mean });
+    let total = if is_index_target::<E>(target) {
         let t = index_targets(target, n_rows)?;
         let targets = t.as_slice().expect("checked contiguous");
-        py.detach(|| {
-            let denominator = losses::check_targets(targets, n_classes, &options)?;
-            let divisor = if mean { denominator } else { 1.0 };
-            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, divisor });
-            losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad)
-        })
-        .map_err(kernel_error)?
+        py.detach(|| losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad))
+            .map_err(kernel_error)?
     } else {
         let t = companion::<E>(target, x.shape(), "target", "logits")?;
         let t = t.view();
         py.detach(|| {
-            let divisor = if mean { n_rows as f64 } else { 1.0 };
-            let grad = grad_rows.as_ref().map(|rows| GradOut { rows, divisor });
             with_rows!(t, axis, |target| {
                 losses::cross_entropy_probs(isa(), &rows, &target, options, out_slice, grad)
             })
         })
         .map_err(kernel_error)?
     };
-    Ok(loss_result(out, total))
+    Ok(out.finish(total))
 }
 
 /// Cross-entropy from logits. `target`: 1-D int64 class indices (one per row, C order) or an
@@ -574,20 +593,10 @@ where
     let weight = weight
         .as_ref()
         .map(|w| w.as_slice().expect("checked contiguous"));
-    let out = new_output::<E::Compute>(py, n_rows, per_row);
-    let mut out_rw = out.as_ref().map(|o| o.readwrite());
-    let mut scratch = Vec::new();
-    let out_slice: &mut [E::Compute] = match out_rw.as_mut() {
-        Some(o) => o.as_slice_mut().expect("new arrays are contiguous"),
-        None => {
-            scratch.resize(n_rows, E::Compute::default());
-            &mut scratch
-        }
-    };
+    let mut out = LossOutput::<E::Compute>::new(py, n_rows, per_row, true);
+    let out_slice = out.buffer();
     let rows = Rows::new(xv, axis);
-    let target_is_index =
-        target.cast::<PyArray1<i64>>().is_ok() && target.cast::<PyArrayDyn<E>>().is_err();
-    let total = if target_is_index {
+    let total = if is_index_target::<E>(target) {
         let t = index_targets(target, n_rows)?;
         let targets = t.as_slice().expect("checked contiguous");
         let options = ClassOptions {
@@ -607,7 +616,7 @@ where
         })
         .map_err(|e| BindError::Kernel(e, batch.clone()))?
     };
-    Ok(loss_result(out, total))
+    Ok(out.finish(total))
 }
 
 /// `nll_loss` (`eps` None) or `categorical_cross_entropy` (`eps` given); arguments and result
@@ -688,11 +697,8 @@ where
     let weight = weight.as_ref().map(|w| w.readonly());
     let pos_weight = pos_weight.as_ref().map(|p| p.readonly());
     let size: usize = shape.iter().product();
-    let out = new_output::<E::Compute>(py, size, per_element);
-    let mut out_rw = out.as_ref().map(|o| o.readwrite());
-    let out_slice = out_rw
-        .as_mut()
-        .map(|o| o.as_slice_mut().expect("new arrays are contiguous"));
+    let mut out = LossOutput::<E::Compute>::new(py, size, per_element, false);
+    let out_slice = out.kept();
     let (xv, tv) = (x.as_array(), target.as_array());
     let wv = weight.as_ref().map(|w| w.as_array());
     let pv = pos_weight.as_ref().map(|p| p.as_array());
@@ -710,7 +716,7 @@ where
             losses::binary(isa(), &inputs, kind, out_slice)
         })
         .map_err(|e| BindError::Kernel(e, shape.clone()))?;
-    Ok(loss_result(out, total))
+    Ok(out.finish(total))
 }
 
 /// Binary cross-entropy from probabilities (`logits` false) or logits, element-wise; all arrays

@@ -58,21 +58,4 @@ binary_cross_entropy_with_logits = _impl.binary_cross_entropy_with_logits
 set_num_threads = _impl.set_num_threads
 get_num_threads = _impl.get_num_threads
 
-__all__ = [
-    "BACKEND",
-    "__version__",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "categorical_cross_entropy",
-    "cross_entropy",
-    "cross_entropy_with_grad",
-    "entropy",
-    "get_num_threads",
-    "kl_divergence",
-    "log_softmax",
-    "logsumexp",
-    "nll_loss",
-    "reference",
-    "set_num_threads",
-    "softmax",
-]
+__all__ = ["BACKEND", "__version__", "reference", *reference.__all__]

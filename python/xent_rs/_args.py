@@ -23,7 +23,7 @@ __all__ = [
     "as_weight",
     "binary_args",
     "binary_probs_out_of_range",
-    "broadcast_to_input",
+    "broadcastable_to_input",
     "check_eps",
     "check_ignore_index",
     "check_label_smoothing",
@@ -193,15 +193,16 @@ def binary_probs_out_of_range(name: str, value: Any, position: tuple[int, ...]) 
     )
 
 
-def broadcast_to_input(arr: Any, x_shape: tuple[int, ...], name: str) -> np.ndarray:
-    """``arr`` as a float array broadcast (read-only view) to the input's shape."""
+def broadcastable_to_input(arr: Any, x_shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``arr`` as a float array (not broadcast), checked to broadcast to the input's shape."""
     a = as_float_array(arr, name)
     try:
-        return np.broadcast_to(a, x_shape)
+        np.broadcast_to(a, x_shape)
     except ValueError:
         raise ValueError(
             f"{name}: shape {a.shape} cannot be broadcast to {tuple(x_shape)}, the input's shape"
         ) from None
+    return a
 
 
 def finish_reduction(total: float, denominator: float, reduction: str, dtype: Any) -> np.generic:
@@ -258,16 +259,21 @@ def class_args(
 
 
 def binary_args(
-    x: Any, target: Any, weight: Any, reduction: Any, name: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """Validate the arguments of a binary loss: ``(x, target, weight broadcast, reduction)``."""
+    x: Any, target: Any, weight: Any, pos_weight: Any, reduction: Any, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str]:
+    """Validate the arguments of a binary loss: ``(x, target, weight, pos_weight, reduction)``.
+
+    ``weight`` and ``pos_weight`` are float arrays that broadcast to ``x``'s shape (returned
+    unbroadcast, so that converting them stays cheap).
+    """
     xa = as_float_array(x, name)
     ta = as_float_array(target, "target")
     reduction = check_reduction(reduction)
     if ta.shape != xa.shape:
         raise ValueError(f"target: shape {ta.shape} does not match {xa.shape}, the shape of {name}")
-    w = None if weight is None else broadcast_to_input(weight, xa.shape, "weight")
-    return xa, ta, w, reduction
+    w = None if weight is None else broadcastable_to_input(weight, xa.shape, "weight")
+    pw = None if pos_weight is None else broadcastable_to_input(pos_weight, xa.shape, "pos_weight")
+    return xa, ta, w, pw, reduction
 
 
 def kl_args(p: Any, q: Any, axis: Any) -> tuple[np.ndarray, np.ndarray, int]:

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _args, _native, reference
+from .reference import Loss
 
-Loss = np.ndarray | np.generic
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -252,31 +252,24 @@ def _binary(
     reduction: Any,
     name: str,
 ) -> Loss:
-    # Validates everything (weight too: it is re-derived below in the input's dtype).
-    xa, ta, _, reduction = _args.binary_args(x, target, weight, reduction, name)
-    if pos_weight is not None:
-        _args.broadcast_to_input(pos_weight, xa.shape, "pos_weight")
+    xa, ta, w, pw, reduction = _args.binary_args(x, target, weight, pos_weight, reduction, name)
     # The kernels read rows along the last axis: give 0-d inputs one.
     like = xa.reshape(1) if xa.ndim == 0 else xa
-
     # Targets and weights share one dtype: the input's, or its compute dtype (float32 for
-    # half-precision inputs with wider targets, which then keep their precision).
-    given = [a for a in (ta, weight, pos_weight) if a is not None]
-    same = all(_args.as_float_array(a, "weight").dtype == xa.dtype for a in given)
+    # half-precision inputs with wider targets or weights, which then keep their precision).
+    given = [a for a in (ta, w, pw) if a is not None]
+    same = all(a.dtype == xa.dtype for a in given)
     companion = xa.dtype if same else _args.compute_dtype(xa.dtype)
 
-    def in_companion_dtype(a: Any, name: str) -> np.ndarray | None:
-        """``a`` (already validated) cast before broadcasting, so no full-size copy is made."""
-        if a is None:
-            return None
-        small = _args.as_float_array(a, name).astype(companion, copy=False)
-        return np.broadcast_to(small, like.shape)
+    def in_companion_dtype(a: np.ndarray | None) -> np.ndarray | None:
+        """Cast before broadcasting, so that no copy of the input's size is made."""
+        return None if a is None else np.broadcast_to(a.astype(companion, copy=False), like.shape)
 
     per, total, count = _native.binary_loss(
         like,
         ta.astype(companion, copy=False).reshape(like.shape),
-        in_companion_dtype(weight, "weight"),
-        in_companion_dtype(pos_weight, "pos_weight"),
+        in_companion_dtype(w),
+        in_companion_dtype(pw),
         name == "logits",
         reduction == "none",
     )

@@ -629,7 +629,7 @@ def binary_cross_entropy(
     >>> print(ref.binary_cross_entropy([0.5, 1.0], [1.0, 0.0], reduction="sum"))
     100.69314718055995
     """
-    p, t, w, reduction = _args.binary_args(probs, target, weight, reduction, "probs")
+    p, t, w, _, reduction = _args.binary_args(probs, target, weight, None, reduction, "probs")
     bad = (p < 0) | (p > 1)
     if bad.any():
         pos = _args.first_position(bad)
@@ -687,8 +687,9 @@ def binary_cross_entropy_with_logits(
     >>> print(ref.binary_cross_entropy_with_logits([0.0], [1.0], pos_weight=[2.0]))
     1.3862943611198906
     """
-    x, t, w, reduction = _args.binary_args(logits, target, weight, reduction, "logits")
-    pw = None if pos_weight is None else _args.broadcast_to_input(pos_weight, x.shape, "pos_weight")
+    x, t, w, pw, reduction = _args.binary_args(
+        logits, target, weight, pos_weight, reduction, "logits"
+    )
     x64, t64 = x.astype(np.float64), t.astype(np.float64)
     with np.errstate(all="ignore"):
         pos = t64 if pw is None else pw * t64

@@ -195,14 +195,30 @@ fn smoothing_sum<F: Real>(
     weighted_gap_sum(row, full.max, weight) + weight_sum * full.sum.ln()
 }
 
-/// Where the gradient goes, and what it is divided by (the denominator of a mean, else 1).
+/// Where the gradient goes, and whether it is that of the mean (else of the sum) of the
+/// per-row losses.
 #[derive(Clone, Copy, Debug)]
 pub struct GradOut<'r, 'a, E> {
     pub rows: &'r RowsMut<'a, E>,
-    pub divisor: f64,
+    pub mean: bool,
 }
 
-impl<E> GradOut<'_, '_, E> {
+/// A gradient destination and what it is divided by (the mean's denominator, else 1).
+#[derive(Clone, Copy, Debug)]
+struct Grad<'r, 'a, E> {
+    rows: &'r RowsMut<'a, E>,
+    divisor: f64,
+}
+
+impl<'r, 'a, E> Grad<'r, 'a, E> {
+    fn new(out: GradOut<'r, 'a, E>, denominator: f64) -> Self {
+        let divisor = if out.mean { denominator } else { 1.0 };
+        Grad {
+            rows: out.rows,
+            divisor,
+        }
+    }
+
     /// The factor the unscaled gradient is multiplied by (a zero divisor is applied by
     /// [`divide_by_zero`] afterwards, so that IEEE gives ±inf or NaN as the reference does).
     fn scale(&self) -> f64 {
@@ -228,7 +244,7 @@ struct CrossEntropyIndex<'r, 'a, E: Element> {
     targets: &'r [i64],
     options: ClassOptions<'r, E::Compute>,
     weight_sum: f64,
-    grad: Option<GradOut<'r, 'a, E>>,
+    grad: Option<Grad<'r, 'a, E>>,
 }
 
 impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
@@ -258,14 +274,8 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
                 }
                 continue;
             }
-            let t = usize::try_from(t).ok().filter(|&t| t < n_classes).ok_or(
-                KernelError::TargetOutOfRange {
-                    value: t,
-                    row: r,
-                    n_classes,
-                    ignore_index: self.options.ignore_index,
-                },
-            )?;
+            // Checked by `check_targets` before the rows are read.
+            let t = t as usize;
             let row = self.x.row(r, &mut scratch);
             let (others, x_t) = split_target::<E::Compute, FMA>(row, t);
             let terms = target_terms(others, x_t);
@@ -316,9 +326,9 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
     }
 }
 
-/// Cross-entropy from logits with class-index targets (one per row); `out` receives the loss
-/// of every row. Returns the total loss and the mean's denominator (the target weights of the
-/// rows not ignored). With `grad`, also writes d loss / d logits.
+/// Cross-entropy from logits with class-index targets (one per row, checked first); `out`
+/// receives the loss of every row. Returns the total loss and the mean's denominator (the
+/// target weights of the rows not ignored). With `grad`, also writes d loss / d logits.
 pub fn cross_entropy_index<E: Element>(
     isa: Isa,
     x: &Rows<'_, E>,
@@ -332,12 +342,13 @@ pub fn cross_entropy_index<E: Element>(
     if let Some(w) = options.weight {
         assert_eq!(w.len(), x.len());
     }
+    let denominator = check_targets(targets, x.len(), &options)?;
     let kernel = CrossEntropyIndex {
         x,
         targets,
         options,
         weight_sum: options.weight_sum(x.len()),
-        grad,
+        grad: grad.map(|g| Grad::new(g, denominator)),
     };
     total_of(run_rows(isa, &kernel, out, x.len()))
 }
@@ -346,7 +357,7 @@ struct CrossEntropyProbs<'r, 'a, E: Element, T> {
     x: &'r Rows<'a, E>,
     target: &'r Rows<'a, T>,
     options: ClassOptions<'r, E::Compute>,
-    grad: Option<GradOut<'r, 'a, E>>,
+    grad: Option<Grad<'r, 'a, E>>,
 }
 
 impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyProbs<'_, '_, E, T> {
@@ -414,7 +425,7 @@ pub fn cross_entropy_probs<E: Element, T: Element<Compute = E::Compute>>(
         x,
         target,
         options,
-        grad,
+        grad: grad.map(|g| Grad::new(g, x.n_rows() as f64)),
     };
     total_of(run_rows(isa, &kernel, out, x.len()))
 }
@@ -766,7 +777,7 @@ mod tests {
             let mut out = [0.0];
             let grad = GradOut {
                 rows: &grad_rows,
-                divisor: 1.0,
+                mean: false,
             };
             cross_entropy_index(Isa::detect(), &rows, &[3], opts, &mut out, Some(grad)).unwrap();
         }
