@@ -230,22 +230,28 @@ def _ce_grad_impls(d: Data, peers: Peers) -> dict[str, Fn]:
     return impls
 
 
-def _log_softmax_impls(d: Data, peers: Peers) -> dict[str, Fn]:
-    x = d["x"]
-    impls: dict[str, Fn] = {
-        "xent_rs": lambda: xent_rs.log_softmax(x),
-        "numpy": lambda: reference.log_softmax(x),
-    }
-    if peers.scipy_special is not None:
-        sp = peers.scipy_special
-        impls["scipy"] = lambda: sp.log_softmax(x, axis=-1)
-    if peers.torch is not None:
-        torch, xt = peers.torch, peers.torch.from_numpy(x)
-        impls["torch"] = lambda: torch.log_softmax(xt, dim=-1)
-    if peers.jax is not None:
-        jax = peers.jax
-        impls["jax"] = _jitted(jax, lambda z: jax.nn.log_softmax(z, axis=-1), x)
-    return impls
+def _along_last_axis(name: str) -> Callable[[Data, Peers], dict[str, Fn]]:
+    """Implementations of a function of one array along its last axis, named ``name``
+    alike in xent_rs, the reference, scipy.special, torch and jax.nn."""
+
+    def impls_for(d: Data, peers: Peers) -> dict[str, Fn]:
+        x = d["x"]
+        impls: dict[str, Fn] = {
+            "xent_rs": lambda: getattr(xent_rs, name)(x),
+            "numpy": lambda: getattr(reference, name)(x),
+        }
+        if peers.scipy_special is not None:
+            sp = getattr(peers.scipy_special, name)
+            impls["scipy"] = lambda: sp(x, axis=-1)
+        if peers.torch is not None:
+            tf, xt = getattr(peers.torch, name), peers.torch.from_numpy(x)
+            impls["torch"] = lambda: tf(xt, dim=-1)
+        if peers.jax is not None:
+            jf = getattr(peers.jax.nn, name)
+            impls["jax"] = _jitted(peers.jax, lambda z: jf(z, axis=-1), x)
+        return impls
+
+    return impls_for
 
 
 def _log_softmax_out_impls(d: Data, peers: Peers) -> dict[str, Fn]:
@@ -259,24 +265,6 @@ def _log_softmax_out_impls(d: Data, peers: Peers) -> dict[str, Fn]:
         torch = peers.torch
         xt, outt = torch.from_numpy(x), torch.from_numpy(out)
         impls["torch"] = lambda: torch.log_softmax(xt, -1, out=outt)
-    return impls
-
-
-def _logsumexp_impls(d: Data, peers: Peers) -> dict[str, Fn]:
-    x = d["x"]
-    impls: dict[str, Fn] = {
-        "xent_rs": lambda: xent_rs.logsumexp(x),
-        "numpy": lambda: reference.logsumexp(x),
-    }
-    if peers.scipy_special is not None:
-        sp = peers.scipy_special
-        impls["scipy"] = lambda: sp.logsumexp(x, axis=-1)
-    if peers.torch is not None:
-        torch, xt = peers.torch, peers.torch.from_numpy(x)
-        impls["torch"] = lambda: torch.logsumexp(xt, dim=-1)
-    if peers.jax is not None:
-        jax = peers.jax
-        impls["jax"] = _jitted(jax, lambda z: jax.nn.logsumexp(z, axis=-1), x)
     return impls
 
 
@@ -425,11 +413,11 @@ CASES: tuple[Case, ...] = (
     Case("ce-grad", "cross_entropy_with_grad f32 {shape}", (2048, 32768), "write",
          _make_ce(), _ce_grad_impls),
     Case("log-softmax", "log_softmax f32 {shape}", (4096, 8192), "write",
-         _make_x, _log_softmax_impls, inputs=("x",)),
+         _make_x, _along_last_axis("log_softmax"), inputs=("x",)),
     Case("log-softmax-out", "log_softmax out= f32 {shape}", (4096, 8192), "out",
          _make_x_out, _log_softmax_out_impls, inputs=("x",)),
     Case("logsumexp", "logsumexp f32 {shape}", (4096, 8192), "read",
-         _make_x, _logsumexp_impls, inputs=("x",)),
+         _make_x, _along_last_axis("logsumexp"), inputs=("x",)),
     Case("bce-logits", "binary_cross_entropy_with_logits f32 {shape}", (20_000_000,), "read",
          _make_binary(probs=False), _bce_logits_impls),
     Case("bce", "binary_cross_entropy f32 {shape}", (20_000_000,), "read",
