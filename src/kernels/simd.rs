@@ -225,4 +225,60 @@ mod tests {
         let long: Vec<f64> = (0..37).map(|i| i as f64).collect();
         assert_eq!(max_of(&long), 36.0);
     }
+
+    struct ExpAll<'a>(&'a [f32], &'a mut [f32]);
+    impl SimdTask for ExpAll<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            write_exp_sub::<f32, FMA>(self.0, 0.0, 0.0, self.1)
+        }
+    }
+
+    /// Worst relative error (in f32 eps) of the vectorised exp over the non-positive f32
+    /// inputs whose bit patterns are `0x8000_0000 + k * step` (every one for `step == 1`), for
+    /// every instruction set this CPU has; results below the smallest normal must be 0.
+    fn exp_error_over_inputs(step: u32) -> f64 {
+        let mut worst = 0.0f64;
+        let inputs: Vec<f32> = (0x8000_0000u32..=0xFFFF_FFFF)
+            .step_by(step as usize)
+            .map(f32::from_bits)
+            .filter(|x| !x.is_nan())
+            .chain([0.0])
+            .collect();
+        let mut out = vec![0.0f32; 1 << 20];
+        for isa in [Isa::Portable, Isa::detect()] {
+            for chunk in inputs.chunks(1 << 20) {
+                let out = &mut out[..chunk.len()];
+                dispatch(isa, ExpAll(chunk, out));
+                for (&x, &y) in chunk.iter().zip(out.iter()) {
+                    let exact = (x as f64).exp();
+                    if exact < f32::MIN_POSITIVE as f64 {
+                        assert!(
+                            y == 0.0 || (y as f64) < 2.0 * f32::MIN_POSITIVE as f64,
+                            "exp({x}) = {y}"
+                        );
+                    } else {
+                        worst = worst.max(((y as f64 - exact) / exact).abs() / f32::EPSILON as f64);
+                    }
+                }
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn exp_is_accurate_on_a_sample_of_all_inputs() {
+        let worst = exp_error_over_inputs(4099);
+        assert!(worst < 1.0, "worst error {worst} eps");
+    }
+
+    /// Every non-positive f32 (2^31 inputs, each instruction set): `cargo test --release -- --ignored`.
+    #[test]
+    #[ignore = "exhaustive: about a minute in release mode"]
+    fn exp_is_accurate_on_every_input() {
+        let worst = exp_error_over_inputs(1);
+        println!("worst exp error over all non-positive f32: {worst} eps");
+        assert!(worst < 1.0, "worst error {worst} eps");
+    }
 }
