@@ -815,3 +815,45 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_floor, m)?)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel that panics on a pool thread, as a bug in a kernel would.
+    #[pyfunction]
+    fn panicking_kernel(py: Python<'_>) -> usize {
+        py.detach(|| {
+            parallel::map_blocks(1 << 20, 1 << 10, 1 << 20, |r| {
+                assert!(r.start < 1 << 19, "kernel bug at {}", r.start);
+                r.len()
+            })
+            .len()
+        })
+    }
+
+    #[test]
+    fn a_panic_in_a_kernel_arrives_as_a_python_exception() {
+        Python::initialize();
+        parallel::set_num_threads(2);
+        Python::attach(|py| {
+            let f = wrap_pyfunction!(panicking_kernel, py).unwrap();
+            // Caught in Python: fetching a PanicException back into Rust would resume the panic.
+            let scope = pyo3::types::PyDict::new(py);
+            scope.set_item("f", f).unwrap();
+            let code = c"try:\n    f()\n    caught = None\nexcept BaseException as e:\n    caught = (type(e).__name__, str(e))\n";
+            py.run(code, Some(&scope), None).unwrap();
+            let (name, message): (String, String) = scope
+                .get_item("caught")
+                .unwrap()
+                .unwrap()
+                .extract()
+                .unwrap();
+            assert_eq!(name, "PanicException");
+            assert!(message.contains("kernel bug"), "{message}");
+            // The pool survives: later calls still run on it.
+            let sums = parallel::map_blocks(1 << 20, 1 << 10, 1 << 20, |r| r.len());
+            assert_eq!(sums.iter().sum::<usize>(), 1 << 20);
+        });
+    }
+}
