@@ -7,64 +7,41 @@
 
 use super::error::KernelError;
 use super::parallel::{map_blocks, map_blocks_with_output};
-use super::real::{Element, Real};
+use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::simd::{dispatch, weighted_gap_sum, Isa, SimdTask};
 use super::softmax::{max_sum, run_rows, softmax_from_stats, MaxSum, RowKernel};
 use std::ops::Range;
 
-/// A sum carried as an unevaluated `hi + lo` (Neumaier), so that millions of per-row losses
-/// add up to within one rounding of the exact sum; `weight` sums the mean's denominator.
+/// Per-row losses and the mean's denominator (the target weights), each summed with
+/// [`CompensatedSum`] so that millions of rows add up to within one rounding of the exact sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Total {
-    hi: f64,
-    lo: f64,
-    weight_hi: f64,
-    weight_lo: f64,
-}
-
-#[inline]
-fn two_sum(hi: &mut f64, lo: &mut f64, v: f64) {
-    let s = *hi + v;
-    let err = if hi.abs() >= v.abs() {
-        (*hi - s) + v
-    } else {
-        (v - s) + *hi
-    };
-    *hi = s;
-    *lo += err;
+    loss: CompensatedSum,
+    weight: CompensatedSum,
 }
 
 impl Total {
     #[inline]
     pub fn add(&mut self, loss: f64, weight: f64) {
-        two_sum(&mut self.hi, &mut self.lo, loss);
-        two_sum(&mut self.weight_hi, &mut self.weight_lo, weight);
+        self.loss.add(loss);
+        self.weight.add(weight);
     }
 
     pub fn merge(mut self, other: Total) -> Total {
-        self.add(other.hi, other.weight_hi);
-        self.lo += other.lo;
-        self.weight_lo += other.weight_lo;
+        self.loss.merge(other.loss);
+        self.weight.merge(other.weight);
         self
     }
 
     /// The sum of the losses (NaN/inf propagate).
     pub fn sum(&self) -> f64 {
-        if self.hi.is_finite() {
-            self.hi + self.lo
-        } else {
-            self.hi
-        }
+        self.loss.value()
     }
 
     /// The sum of the weights: the denominator of a mean.
     pub fn weight(&self) -> f64 {
-        if self.weight_hi.is_finite() {
-            self.weight_hi + self.weight_lo
-        } else {
-            self.weight_hi
-        }
+        self.weight.value()
     }
 }
 
@@ -146,7 +123,7 @@ struct TargetTerms {
 
 #[inline(always)]
 fn target_terms<F: Real>(others: MaxSum<F>, x_target: F) -> TargetTerms {
-    let (mo, so, xt) = (others.max.to_f64(), others.sum, x_target.to_f64());
+    let (mo, so, xt) = (others.max.to_f64(), others.sum(), x_target.to_f64());
     if xt.is_finite() && mo < f64::INFINITY && so.is_finite() {
         if xt >= mo {
             // The target is the maximum: loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
@@ -192,7 +169,7 @@ fn smoothing_sum<F: Real>(
     weight: Option<&[F]>,
     weight_sum: f64,
 ) -> f64 {
-    weighted_gap_sum(row, full.max, weight) + weight_sum * full.sum.ln()
+    weighted_gap_sum(row, full.max, weight) + weight_sum * full.log_sum()
 }
 
 /// Where the gradient goes, and whether it is that of the mean (else of the sum) of the
@@ -375,15 +352,16 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
             let row = self.x.row(r, &mut xs);
             let target = self.target.row(r, &mut ts);
             let stats = max_sum::<E::Compute, FMA>(row);
-            let (m, log_sum) = (stats.max.to_f64(), stats.sum.ln());
+            let (m, log_sum) = (stats.max.to_f64(), stats.log_sum());
             // loss = Σ_c w_c t'_c (lse - x_c) with t' = (1-eps) t + eps/C.
             // Each term w_c t'_c (m - x_c + log_sum) is non-negative: no cancellation.
-            let (mut loss, mut mass) = (0.0f64, 0.0f64);
+            let (mut loss, mut mass) = (CompensatedSum::default(), 0.0f64);
             for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
                 let wt = self.options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
-                loss += wt * ((m - xc.to_f64()) + log_sum);
+                loss.add(wt * ((m - xc.to_f64()) + log_sum));
                 mass += wt;
             }
+            let loss = loss.value();
             *o = E::Compute::from_f64(loss);
             total.add(loss, 1.0);
             if let Some(g) = self.grad {
@@ -529,11 +507,12 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for WeightedProbs<'
         for (r, o) in rows.zip(out) {
             let row = self.x.row(r, &mut xs);
             let target = self.target.row(r, &mut ts);
-            let mut loss = 0.0;
+            let mut loss = CompensatedSum::default();
             for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
                 let w = self.weight.map_or(1.0, |w| w[c].to_f64());
-                loss += w * tc.to_f64() * self.term.of(xc.to_f64());
+                loss.add(w * tc.to_f64() * self.term.of(xc.to_f64()));
             }
+            let loss = loss.value();
             *o = E::Compute::from_f64(loss);
             total.add(loss, 1.0);
         }

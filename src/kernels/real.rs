@@ -182,6 +182,52 @@ impl Real for f64 {
     }
 }
 
+/// A sum in f64 carried as an unevaluated `hi + lo` (Neumaier's compensated summation): the
+/// result is within about one rounding of the exact sum, whatever the number of terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CompensatedSum {
+    hi: f64,
+    lo: f64,
+}
+
+impl CompensatedSum {
+    #[inline(always)]
+    pub fn add(&mut self, v: f64) {
+        let s = self.hi + v;
+        let err = if self.hi.abs() >= v.abs() {
+            (self.hi - s) + v
+        } else {
+            (v - s) + self.hi
+        };
+        self.hi = s;
+        self.lo += err;
+    }
+
+    pub fn merge(&mut self, other: CompensatedSum) {
+        self.add(other.hi);
+        self.lo += other.lo;
+    }
+
+    /// The sum (NaN and infinities propagate).
+    pub fn value(&self) -> f64 {
+        if self.hi.is_finite() {
+            self.hi + self.lo
+        } else {
+            self.hi
+        }
+    }
+}
+
+impl std::iter::Sum<f64> for CompensatedSum {
+    fn sum<I: Iterator<Item = f64>>(iter: I) -> Self {
+        let mut total = CompensatedSum::default();
+        for v in iter {
+            total.add(v);
+        }
+        total
+    }
+}
+
 /// An element type the kernels can read (and write): it is stored as `Self` and computed in
 /// `Self::Compute` (`f16`/`bf16` in `f32`).
 pub trait Element: Copy + Send + Sync + Debug + 'static {

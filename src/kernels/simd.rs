@@ -118,26 +118,42 @@ fn fold_lanes<F: Real>(mut acc: [F; LANES]) -> F {
     acc[0]
 }
 
-/// `sum(exp(x - m))` for a finite `m >= max(x)`; NaN if any element is NaN.
+/// `sum(exp(x - m))` for a finite `m = max(x)`, as `(count, rest)`: the number of elements
+/// equal to `m` (each exactly `exp(0) = 1`) and the sum over the others, so that a tiny `rest`
+/// is not rounded against the 1 of the maximum. NaN elements make `rest` NaN.
 #[inline(always)]
-pub fn sum_exp<F: Real, const FMA: bool>(x: &[F], m: F) -> F {
-    let mut acc = [F::ZERO; LANES];
+pub fn sum_exp<F: Real, const FMA: bool>(x: &[F], m: F) -> (F, F) {
+    let mut count = [F::ZERO; LANES];
+    let mut rest = [F::ZERO; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
-        for j in 0..LANES {
-            acc[j] = acc[j] + exp_sub::<F, FMA>(c[j], m, F::ZERO);
-        }
+        accumulate_exp::<F, FMA>(c, m, &mut count, &mut rest);
     }
-    let rem = chunks.remainder();
-    if !rem.is_empty() {
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
         // Pad the tail with -inf (exp gives 0) so it runs through the same vector code.
         let mut pad = [F::NEG_INFINITY; LANES];
-        pad[..rem.len()].copy_from_slice(rem);
-        for j in 0..LANES {
-            acc[j] = acc[j] + exp_sub::<F, FMA>(pad[j], m, F::ZERO);
-        }
+        pad[..tail.len()].copy_from_slice(tail);
+        accumulate_exp::<F, FMA>(&pad, m, &mut count, &mut rest);
     }
-    fold_lanes(acc)
+    (fold_lanes(count), fold_lanes(rest))
+}
+
+/// One vector step of [`sum_exp`] (a function, not a closure, so that it is generated inside
+/// the caller's `target_feature` context).
+#[inline(always)]
+fn accumulate_exp<F: Real, const FMA: bool>(
+    c: &[F],
+    m: F,
+    count: &mut [F; LANES],
+    rest: &mut [F; LANES],
+) {
+    for j in 0..LANES {
+        let is_max = c[j] == m;
+        let e = exp_sub::<F, FMA>(c[j], m, F::ZERO);
+        rest[j] = rest[j] + if is_max { F::ZERO } else { e };
+        count[j] = count[j] + if is_max { F::ONE } else { F::ZERO };
+    }
 }
 
 /// `out = (x - m) - lse_part`: log-softmax keeps the two subtractions apart (adding `m` and
@@ -198,7 +214,8 @@ mod tests {
         type Output = f32;
         #[inline(always)]
         fn run<const FMA: bool>(self) -> f32 {
-            sum_exp::<f32, FMA>(self.0, self.1)
+            let (count, rest) = sum_exp::<f32, FMA>(self.0, self.1);
+            count + rest
         }
     }
 

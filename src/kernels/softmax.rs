@@ -2,7 +2,7 @@
 //! log_softmax, softmax, logsumexp, plus entropy and KL divergence.
 
 use super::parallel::{map_blocks_with_output, rows_per_block};
-use super::real::{Element, Real};
+use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::simd::{dispatch, max_of, sum_exp, write_exp_sub, write_log_softmax, Isa, SimdTask};
 use std::ops::Range;
@@ -11,24 +11,42 @@ use std::ops::Range;
 /// passes, so a row is read from memory once.
 const ROW_BLOCK: usize = 1024;
 
-/// `max` of some elements and `sum = Σ exp(x - max)` over them, in f64. Two of these merge
-/// into the statistics of the union, so rows can be processed in pieces (blocks, threads,
-/// chunks of a distributed array).
+/// `max` of some elements and `Σ exp(x - max)` over them, kept as `count` (the elements equal
+/// to the maximum, each contributing exactly 1) plus `rest` (all the others), in f64: for a
+/// dominant maximum `log(sum) = log1p(rest)` keeps the digits of a tiny `rest`. Two of these
+/// merge into the statistics of the union, so rows can be processed in pieces (blocks,
+/// threads, chunks of a distributed array).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MaxSum<F> {
     pub max: F,
-    pub sum: f64,
+    pub count: f64,
+    pub rest: f64,
 }
 
 impl<F: Real> MaxSum<F> {
     /// The statistics of no element: `log_sum_exp` is `-inf`.
     pub const EMPTY: Self = MaxSum {
         max: F::NEG_INFINITY,
-        sum: 0.0,
+        count: 0.0,
+        rest: 0.0,
     };
 
     pub fn single(x: F) -> Self {
-        MaxSum { max: x, sum: 1.0 }
+        MaxSum {
+            max: x,
+            count: 1.0,
+            rest: 0.0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0.0 && self.rest == 0.0 && self.max == F::NEG_INFINITY
+    }
+
+    /// `self` relative to the larger maximum `max`: everything moves into `rest`.
+    #[inline(always)]
+    fn rescaled_sum(&self, max: F) -> f64 {
+        (self.count + self.rest) * (self.max.to_f64() - max.to_f64()).exp()
     }
 
     /// Statistics of the union. Infinite maxima follow `torch.logsumexp`: an element equal to
@@ -36,40 +54,58 @@ impl<F: Real> MaxSum<F> {
     #[inline(always)]
     pub fn merge(self, other: Self) -> Self {
         // Merging with no elements is free (and skips an exp).
-        if self.sum == 0.0 && self.max == F::NEG_INFINITY {
+        if self.is_empty() {
             return other;
         }
-        if other.sum == 0.0 && other.max == F::NEG_INFINITY {
+        if other.is_empty() {
             return self;
         }
         if self.max.is_nan() || other.max.is_nan() {
             MaxSum {
                 max: F::NAN,
-                sum: f64::NAN,
+                count: f64::NAN,
+                rest: f64::NAN,
             }
         } else if other.max > self.max {
             MaxSum {
-                max: other.max,
-                sum: self.sum * (self.max.to_f64() - other.max.to_f64()).exp() + other.sum,
+                rest: other.rest + self.rescaled_sum(other.max),
+                ..other
             }
         } else if self.max > other.max {
             MaxSum {
-                max: self.max,
-                sum: self.sum + other.sum * (other.max.to_f64() - self.max.to_f64()).exp(),
+                rest: self.rest + other.rescaled_sum(self.max),
+                ..self
             }
         } else {
             MaxSum {
                 max: self.max,
-                sum: self.sum + other.sum,
+                count: self.count + other.count,
+                rest: self.rest + other.rest,
             }
+        }
+    }
+
+    /// `Σ exp(x - max)`.
+    #[inline(always)]
+    pub fn sum(&self) -> f64 {
+        self.count + self.rest
+    }
+
+    /// `log(Σ exp(x - max))`, as `log1p(rest)` when the maximum is unique.
+    #[inline(always)]
+    pub fn log_sum(&self) -> f64 {
+        if self.count == 1.0 {
+            self.rest.ln_1p()
+        } else {
+            self.sum().ln()
         }
     }
 
     /// `log(Σ exp(x))`: `+inf` if an element is `+inf`, `-inf` if all are `-inf` (or none),
     /// NaN if any is NaN.
-    #[inline]
+    #[inline(always)]
     pub fn log_sum_exp(self) -> f64 {
-        self.max.to_f64() + self.sum.ln()
+        self.max.to_f64() + self.log_sum()
     }
 }
 
@@ -81,18 +117,26 @@ pub fn max_sum<F: Real, const FMA: bool>(x: &[F]) -> MaxSum<F> {
     for block in x.chunks(ROW_BLOCK) {
         let m = max_of(block);
         let part = if m.is_finite() {
+            let (count, rest) = sum_exp::<F, FMA>(block, m);
             MaxSum {
                 max: m,
-                sum: sum_exp::<F, FMA>(block, m).to_f64(),
+                count: count.to_f64(),
+                rest: rest.to_f64(),
             }
         } else {
             // Only infinities and NaN (or an infinite maximum): the rare exact path.
             let mf = m.to_f64();
-            let sum = block
+            let count = block.iter().filter(|&&v| v == m).count() as f64;
+            let rest = block
                 .iter()
-                .map(|&v| if v == m { 1.0 } else { (v.to_f64() - mf).exp() })
+                .filter(|&&v| v != m)
+                .map(|&v| (v.to_f64() - mf).exp())
                 .sum();
-            MaxSum { max: m, sum }
+            MaxSum {
+                max: m,
+                count,
+                rest,
+            }
         };
         acc = acc.merge(part);
     }
@@ -120,7 +164,7 @@ pub fn softmax_from_stats<F: Real, const FMA: bool>(
     out: &mut [F],
     log: bool,
 ) {
-    let log_sum = stats.sum.ln();
+    let log_sum = stats.log_sum();
     let m = stats.max;
     if log {
         write_log_softmax(x, m, F::from_f64(log_sum), out);
@@ -306,13 +350,9 @@ impl<E: Element> RowKernel for Entropy<'_, '_, E> {
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
         let mut scratch = Vec::new();
         for (r, o) in rows.zip(out) {
-            let h: f64 = self
-                .0
-                .row(r, &mut scratch)
-                .iter()
-                .map(|p| entr(p.to_f64()))
-                .sum();
-            *o = E::Compute::from_f64(h);
+            let row = self.0.row(r, &mut scratch);
+            let h: CompensatedSum = row.iter().map(|p| entr(p.to_f64())).sum();
+            *o = E::Compute::from_f64(h.value());
         }
     }
 }
@@ -336,12 +376,12 @@ impl<E: Element> RowKernel for KlDivergence<'_, '_, E> {
         let (mut sp, mut sq) = (Vec::new(), Vec::new());
         for (r, o) in rows.zip(out) {
             let (p, q) = (self.p.row(r, &mut sp), self.q.row(r, &mut sq));
-            let kl: f64 = p
+            let kl: CompensatedSum = p
                 .iter()
                 .zip(q)
                 .map(|(a, b)| rel_entr(a.to_f64(), b.to_f64()))
                 .sum();
-            *o = E::Compute::from_f64(kl);
+            *o = E::Compute::from_f64(kl.value());
         }
     }
 }
