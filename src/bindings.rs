@@ -10,7 +10,7 @@ use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
     PyReadonlyArrayDyn, PyReadwriteArray1, PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::sync::OnceLock;
@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 enum BindError {
     Type(String),
     Value(String),
+    /// A buffer could not be allocated.
+    Memory(String),
     /// A kernel error and the shape of the array its position refers to.
     Kernel(KernelError, Vec<usize>),
 }
@@ -53,6 +55,7 @@ impl From<BindError> for PyErr {
         match err {
             BindError::Type(msg) => PyTypeError::new_err(msg),
             BindError::Value(msg) => PyValueError::new_err(msg),
+            BindError::Memory(msg) => PyMemoryError::new_err(msg),
             BindError::Kernel(
                 KernelError::TargetOutOfRange {
                     value,
@@ -253,30 +256,57 @@ where
     Ok(Some(w))
 }
 
-/// The result of a loss: per-row (or per-element) losses if asked, the total, the denominator.
-type LossResult<'py> = (Option<Bound<'py, PyAny>>, f64, f64);
+/// The result of a loss: the total and the denominator of a mean.
+type LossResult = (f64, f64);
 
-/// Where a loss kernel writes its per-row (or per-element) losses: a new NumPy array when the
-/// caller asked for them, otherwise a scratch buffer nobody reads.
+/// A 1-D output array of the caller's (allocated in Python, where running out of memory is a
+/// `MemoryError`), checked to hold `n` contiguous elements of `T`.
+fn output_array<'py, T: numpy::Element>(
+    out: &Bound<'py, PyAny>,
+    n: usize,
+) -> BindResult<PyReadwriteArray1<'py, T>> {
+    let array = out
+        .cast::<PyArray1<T>>()
+        .map_err(|_| BindError::Type("out: expected a 1-D array of the compute dtype".into()))?;
+    if array.len() != n || !array.is_contiguous() {
+        return Err(BindError::Value(format!(
+            "out: expected a contiguous array of {n} elements, got shape {:?}",
+            array.shape()
+        )));
+    }
+    array
+        .try_readwrite()
+        .map_err(|_| BindError::Value("out: array is not writable".into()))
+}
+
+/// Where a loss kernel writes its per-row (or per-element) losses: the caller's array when
+/// it wants them, otherwise a scratch buffer nobody reads.
 enum LossOutput<'py, T: numpy::Element> {
     Array(PyReadwriteArray1<'py, T>),
     Scratch(Vec<T>),
 }
 
 impl<'py, T: numpy::Element + Default + Clone> LossOutput<'py, T> {
-    /// `n` losses, kept when `wanted`; with `scratch` false an unwanted output has no buffer.
-    fn new(py: Python<'py>, n: usize, wanted: bool, scratch: bool) -> Self {
-        if wanted {
-            LossOutput::Array(PyArray1::<T>::zeros(py, n, false).readwrite())
-        } else {
-            LossOutput::Scratch(vec![T::default(); if scratch { n } else { 0 }])
+    /// `n` losses, into `out` when given; otherwise a scratch buffer of `n` elements if
+    /// `scratch` (an allocation failure is a `MemoryError`, not an abort), else none.
+    fn new(out: Option<&Bound<'py, PyAny>>, n: usize, scratch: bool) -> BindResult<Self> {
+        if let Some(out) = out {
+            return Ok(LossOutput::Array(output_array(out, n)?));
         }
+        let mut buffer = Vec::new();
+        if scratch {
+            buffer.try_reserve_exact(n).map_err(|_| {
+                BindError::Memory(format!("cannot allocate a scratch buffer of {n} losses"))
+            })?;
+            buffer.resize(n, T::default());
+        }
+        Ok(LossOutput::Scratch(buffer))
     }
 
     /// The buffer to write, whether or not the losses are kept.
     fn buffer(&mut self) -> &mut [T] {
         match self {
-            LossOutput::Array(a) => a.as_slice_mut().expect("new arrays are contiguous"),
+            LossOutput::Array(a) => a.as_slice_mut().expect("checked contiguous"),
             LossOutput::Scratch(v) => v,
         }
     }
@@ -284,21 +314,14 @@ impl<'py, T: numpy::Element + Default + Clone> LossOutput<'py, T> {
     /// The buffer to write only if the losses are kept.
     fn kept(&mut self) -> Option<&mut [T]> {
         match self {
-            LossOutput::Array(a) => Some(a.as_slice_mut().expect("new arrays are contiguous")),
+            LossOutput::Array(a) => Some(a.as_slice_mut().expect("checked contiguous")),
             LossOutput::Scratch(_) => None,
         }
     }
+}
 
-    fn finish(self, total: Total) -> LossResult<'py> {
-        let array = match self {
-            LossOutput::Array(a) => {
-                let array: &Bound<'py, PyArray1<T>> = &a;
-                Some(array.clone().into_any())
-            }
-            LossOutput::Scratch(_) => None,
-        };
-        (array, total.sum(), total.weight())
-    }
+fn loss_result(total: Total) -> LossResult {
+    (total.sum(), total.weight())
 }
 
 /// Class-index targets arrive as int64; probability targets as floats like the input.
@@ -363,78 +386,79 @@ enum RowReduction {
     Entropy,
 }
 
-fn row_reduction_impl<'py, E: Element + numpy::Element>(
-    x: &Bound<'py, PyArrayDyn<E>>,
+fn row_reduction_impl<E: Element + numpy::Element>(
+    x: &Bound<'_, PyArrayDyn<E>>,
     axis: usize,
+    out: &Bound<'_, PyAny>,
     which: RowReduction,
-) -> PyResult<Bound<'py, PyAny>>
+) -> PyResult<()>
 where
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     check_axis(axis, x.ndim(), "x")?;
+    let py = x.py();
     let x = x.readonly();
     let view = x.as_array();
     let n_rows: usize = batch_shape(view.shape(), axis).iter().product();
-    let out = PyArray1::<E::Compute>::zeros(x.py(), n_rows, false);
-    {
-        let mut o = out.readwrite();
-        let slice = o.as_slice_mut().expect("new arrays are contiguous");
-        x.py().detach(|| {
-            let rows = Rows::new(view, axis);
-            match which {
-                RowReduction::LogSumExp => softmax::logsumexp(isa(), &rows, slice),
-                RowReduction::Entropy => softmax::entropy(isa(), &rows, slice),
-            }
-        });
-    }
-    Ok(out.into_any())
+    let mut out = output_array::<E::Compute>(out, n_rows)?;
+    let slice = out.as_slice_mut().expect("checked contiguous");
+    py.detach(|| {
+        let rows = Rows::new(view, axis);
+        match which {
+            RowReduction::LogSumExp => softmax::logsumexp(isa(), &rows, slice),
+            RowReduction::Entropy => softmax::entropy(isa(), &rows, slice),
+        }
+    });
+    Ok(())
 }
 
-/// `logsumexp` of every row along `axis`, flat in C order of the other axes.
+/// `out = logsumexp` of every row along `axis`, flat in C order of the other axes.
 #[pyfunction]
-fn logsumexp<'py>(x: &Bound<'py, PyUntypedArray>, axis: usize) -> PyResult<Bound<'py, PyAny>> {
-    dispatch_dtype!(x, "x", row_reduction_impl(axis, RowReduction::LogSumExp))
+fn logsumexp(x: &Bound<'_, PyUntypedArray>, axis: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    dispatch_dtype!(
+        x,
+        "x",
+        row_reduction_impl(axis, out, RowReduction::LogSumExp)
+    )
 }
 
-/// `-Σ p log p` of every row along `axis`.
+/// `out = -Σ p log p` of every row along `axis`.
 #[pyfunction]
-fn entropy<'py>(p: &Bound<'py, PyUntypedArray>, axis: usize) -> PyResult<Bound<'py, PyAny>> {
-    dispatch_dtype!(p, "p", row_reduction_impl(axis, RowReduction::Entropy))
+fn entropy(p: &Bound<'_, PyUntypedArray>, axis: usize, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    dispatch_dtype!(p, "p", row_reduction_impl(axis, out, RowReduction::Entropy))
 }
 
-fn kl_impl<'py, E: Element + numpy::Element>(
-    p: &Bound<'py, PyArrayDyn<E>>,
-    q: &Bound<'py, PyAny>,
+fn kl_impl<E: Element + numpy::Element>(
+    p: &Bound<'_, PyArrayDyn<E>>,
+    q: &Bound<'_, PyAny>,
     axis: usize,
-) -> PyResult<Bound<'py, PyAny>>
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()>
 where
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     let q = same_dtype::<E>(q, "q")?;
     check_axis(axis, p.ndim(), "p")?;
     same_shape(q.shape(), p.shape(), "q", "p")?;
+    let py = p.py();
     let (p, q) = (p.readonly(), q.readonly());
     let (pv, qv) = (p.as_array(), q.as_array());
-    let n_rows = Rows::new(pv.clone(), axis).n_rows();
-    let out = PyArray1::<E::Compute>::zeros(p.py(), n_rows, false);
-    {
-        let mut o = out.readwrite();
-        let slice = o.as_slice_mut().expect("new arrays are contiguous");
-        p.py().detach(|| {
-            softmax::kl_divergence(isa(), &Rows::new(pv, axis), &Rows::new(qv, axis), slice)
-        });
-    }
-    Ok(out.into_any())
+    let n_rows: usize = batch_shape(pv.shape(), axis).iter().product();
+    let mut out = output_array::<E::Compute>(out, n_rows)?;
+    let slice = out.as_slice_mut().expect("checked contiguous");
+    py.detach(|| softmax::kl_divergence(isa(), &Rows::new(pv, axis), &Rows::new(qv, axis), slice));
+    Ok(())
 }
 
-/// `Σ p log(p / q)` of every row along `axis`.
+/// `out = Σ p log(p / q)` of every row along `axis`.
 #[pyfunction]
-fn kl_divergence<'py>(
-    p: &Bound<'py, PyUntypedArray>,
-    q: &Bound<'py, PyAny>,
+fn kl_divergence(
+    p: &Bound<'_, PyUntypedArray>,
+    q: &Bound<'_, PyAny>,
     axis: usize,
-) -> PyResult<Bound<'py, PyAny>> {
-    dispatch_dtype!(p, "p", kl_impl(q, axis))
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    dispatch_dtype!(p, "p", kl_impl(q, axis, out))
 }
 
 // ---------------------------------------------------------------- losses over classes
@@ -474,10 +498,10 @@ fn cross_entropy_impl<'py, E: Element + numpy::Element>(
     weight: Option<&Bound<'py, PyAny>>,
     ignore_index: i64,
     label_smoothing: f64,
-    per_row: bool,
+    out: Option<&Bound<'py, PyAny>>,
     grad: Option<&Bound<'py, PyAny>>,
     mean: bool,
-) -> PyResult<LossResult<'py>>
+) -> PyResult<LossResult>
 where
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
@@ -504,7 +528,7 @@ where
         .as_mut()
         .map(|g| writable_rows(g.as_array_mut(), axis, "grad"))
         .transpose()?;
-    let mut out = LossOutput::<E::Compute>::new(py, n_rows, per_row, true);
+    let mut out = LossOutput::<E::Compute>::new(out, n_rows, true)?;
     let out_slice = out.buffer();
     let options = ClassOptions {
         weight: weight
@@ -531,15 +555,15 @@ where
         })
         .map_err(kernel_error)?
     };
-    Ok(out.finish(total))
+    Ok(loss_result(total))
 }
 
 /// Cross-entropy from logits. `target`: 1-D int64 class indices (one per row, C order) or an
-/// array of the logits' shape and dtype (probabilities). Returns `(per_row or None, sum,
-/// denominator)`; with `grad` (an array like `logits`) also writes d loss / d logits, scaled
+/// array of the logits' shape and dtype (probabilities). Per-row losses go to `out` when
+/// given. Returns `(sum, denominator)`; with `grad` (an array like `logits`) also writes d loss / d logits, scaled
 /// for a mean when `mean`.
 #[pyfunction]
-#[pyo3(signature = (logits, target, axis, weight, ignore_index, label_smoothing, per_row, grad, mean))]
+#[pyo3(signature = (logits, target, axis, weight, ignore_index, label_smoothing, out, grad, mean))]
 #[allow(clippy::too_many_arguments)]
 fn cross_entropy<'py>(
     logits: &Bound<'py, PyUntypedArray>,
@@ -548,10 +572,10 @@ fn cross_entropy<'py>(
     weight: Option<&Bound<'py, PyAny>>,
     ignore_index: i64,
     label_smoothing: f64,
-    per_row: bool,
+    out: Option<&Bound<'py, PyAny>>,
     grad: Option<&Bound<'py, PyAny>>,
     mean: bool,
-) -> PyResult<LossResult<'py>> {
+) -> PyResult<LossResult> {
     dispatch_dtype!(
         logits,
         "logits",
@@ -561,7 +585,7 @@ fn cross_entropy<'py>(
             weight,
             ignore_index,
             label_smoothing,
-            per_row,
+            out,
             grad,
             mean
         )
@@ -576,9 +600,9 @@ fn picked_impl<'py, E: Element + numpy::Element>(
     weight: Option<&Bound<'py, PyAny>>,
     ignore_index: i64,
     term: ClassTerm,
-    per_row: bool,
+    out: Option<&Bound<'py, PyAny>>,
     name: &str,
-) -> PyResult<LossResult<'py>>
+) -> PyResult<LossResult>
 where
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
@@ -593,7 +617,7 @@ where
     let weight = weight
         .as_ref()
         .map(|w| w.as_slice().expect("checked contiguous"));
-    let mut out = LossOutput::<E::Compute>::new(py, n_rows, per_row, true);
+    let mut out = LossOutput::<E::Compute>::new(out, n_rows, true)?;
     let out_slice = out.buffer();
     let rows = Rows::new(xv, axis);
     let total = if is_index_target::<E>(target) {
@@ -616,13 +640,13 @@ where
         })
         .map_err(|e| BindError::Kernel(e, batch.clone()))?
     };
-    Ok(out.finish(total))
+    Ok(loss_result(total))
 }
 
 /// `nll_loss` (`eps` None) or `categorical_cross_entropy` (`eps` given); arguments and result
 /// as for `cross_entropy`.
 #[pyfunction]
-#[pyo3(signature = (x, target, axis, weight, ignore_index, eps, per_row))]
+#[pyo3(signature = (x, target, axis, weight, ignore_index, eps, out))]
 fn picked_loss<'py>(
     x: &Bound<'py, PyUntypedArray>,
     target: &Bound<'py, PyAny>,
@@ -630,8 +654,8 @@ fn picked_loss<'py>(
     weight: Option<&Bound<'py, PyAny>>,
     ignore_index: i64,
     eps: Option<f64>,
-    per_row: bool,
-) -> PyResult<LossResult<'py>> {
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<LossResult> {
     let (term, name) = match eps {
         None => (ClassTerm::NegLogProb, "log_probs"),
         Some(eps) => (ClassTerm::ClippedLog { eps }, "probs"),
@@ -639,7 +663,7 @@ fn picked_loss<'py>(
     dispatch_dtype!(
         x,
         name,
-        picked_impl(target, axis, weight, ignore_index, term, per_row, name)
+        picked_impl(target, axis, weight, ignore_index, term, out, name)
     )
 }
 
@@ -651,16 +675,16 @@ fn binary_impl<'py, E: Element + numpy::Element>(
     weight: Option<&Bound<'py, PyAny>>,
     pos_weight: Option<&Bound<'py, PyAny>>,
     kind: Binary,
-    per_element: bool,
-) -> PyResult<LossResult<'py>>
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<LossResult>
 where
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
     // Targets and weights come stored like the input or in its compute type (all alike).
     if target.cast::<PyArrayDyn<E>>().is_ok() {
-        binary_with::<E, E>(x, target, weight, pos_weight, kind, per_element)
+        binary_with::<E, E>(x, target, weight, pos_weight, kind, out)
     } else {
-        binary_with::<E, E::Compute>(x, target, weight, pos_weight, kind, per_element)
+        binary_with::<E, E::Compute>(x, target, weight, pos_weight, kind, out)
     }
 }
 
@@ -670,8 +694,8 @@ fn binary_with<'py, E, T>(
     weight: Option<&Bound<'py, PyAny>>,
     pos_weight: Option<&Bound<'py, PyAny>>,
     kind: Binary,
-    per_element: bool,
-) -> PyResult<LossResult<'py>>
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<LossResult>
 where
     E: Element + numpy::Element,
     E::Compute: numpy::Element,
@@ -697,7 +721,7 @@ where
     let weight = weight.as_ref().map(|w| w.readonly());
     let pos_weight = pos_weight.as_ref().map(|p| p.readonly());
     let size: usize = shape.iter().product();
-    let mut out = LossOutput::<E::Compute>::new(py, size, per_element, false);
+    let mut out = LossOutput::<E::Compute>::new(out, size, false)?;
     let out_slice = out.kept();
     let (xv, tv) = (x.as_array(), target.as_array());
     let wv = weight.as_ref().map(|w| w.as_array());
@@ -716,21 +740,22 @@ where
             losses::binary(isa(), &inputs, kind, out_slice)
         })
         .map_err(|e| BindError::Kernel(e, shape.clone()))?;
-    Ok(out.finish(total))
+    Ok(loss_result(total))
 }
 
 /// Binary cross-entropy from probabilities (`logits` false) or logits, element-wise; all arrays
-/// of `x`'s shape and dtype (broadcast views welcome). Returns `(per-element or None, sum, count)`.
+/// of `x`'s shape and dtype (broadcast views welcome); per-element losses go to `out` when
+/// given. Returns `(sum, count)`.
 #[pyfunction]
-#[pyo3(signature = (x, target, weight, pos_weight, logits, per_element))]
+#[pyo3(signature = (x, target, weight, pos_weight, logits, out))]
 fn binary_loss<'py>(
     x: &Bound<'py, PyUntypedArray>,
     target: &Bound<'py, PyAny>,
     weight: Option<&Bound<'py, PyAny>>,
     pos_weight: Option<&Bound<'py, PyAny>>,
     logits: bool,
-    per_element: bool,
-) -> PyResult<LossResult<'py>> {
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<LossResult> {
     let kind = if logits {
         Binary::Logits
     } else {
@@ -739,7 +764,7 @@ fn binary_loss<'py>(
     dispatch_dtype!(
         x,
         if logits { "logits" } else { "probs" },
-        binary_impl(target, weight, pos_weight, kind, per_element)
+        binary_impl(target, weight, pos_weight, kind, out)
     )
 }
 

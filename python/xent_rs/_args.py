@@ -56,8 +56,8 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     """
     a = np.asarray(x)
     dtype = a.dtype
-    if _is_bfloat16(dtype):
-        return a
+    if _is_bfloat16(dtype.newbyteorder("=")):  # a byte-swapped bfloat16 has no name of its own
+        return a if dtype.isnative else a.astype(dtype.newbyteorder("="))
     if dtype.kind not in "biuf":
         raise TypeError(
             f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool array"
@@ -286,6 +286,9 @@ def kl_args(p: Any, q: Any, axis: Any) -> tuple[np.ndarray, np.ndarray, int]:
             f"q: shape {qa.shape} cannot be broadcast with {pa.shape}, the shape of p"
         ) from None
     ax = normalize_axis(axis, len(shape))
-    dtype = pa.dtype if pa.dtype == qa.dtype else np.promote_types(pa.dtype, qa.dtype)
+    try:
+        dtype = pa.dtype if pa.dtype == qa.dtype else np.promote_types(pa.dtype, qa.dtype)
+    except TypeError:  # float16 with bfloat16: no common NumPy dtype, float32 holds both
+        dtype = _FLOAT32
     pb, qb = (np.broadcast_to(a.astype(dtype, copy=False), shape) for a in (pa, qa))
     return pb, qb, ax

@@ -19,13 +19,13 @@ __all__ = [
     "softmax_into",
 ]
 
-_LossResult = tuple[np.ndarray | None, float, float]
+_LossResult = tuple[float, float]
 
 def softmax_into(x: np.ndarray, out: Any, axis: int, log: bool) -> None: ...
 def softmax_in_place(x: np.ndarray, axis: int, log: bool) -> None: ...
-def logsumexp(x: np.ndarray, axis: int) -> np.ndarray: ...
-def entropy(p: np.ndarray, axis: int) -> np.ndarray: ...
-def kl_divergence(p: np.ndarray, q: Any, axis: int) -> np.ndarray: ...
+def logsumexp(x: np.ndarray, axis: int, out: np.ndarray) -> None: ...
+def entropy(p: np.ndarray, axis: int, out: np.ndarray) -> None: ...
+def kl_divergence(p: np.ndarray, q: Any, axis: int, out: np.ndarray) -> None: ...
 def cross_entropy(
     logits: np.ndarray,
     target: Any,
@@ -33,7 +33,7 @@ def cross_entropy(
     weight: Any | None,
     ignore_index: int,
     label_smoothing: float,
-    per_row: bool,
+    out: np.ndarray | None,
     grad: Any | None,
     mean: bool,
 ) -> _LossResult: ...
@@ -44,7 +44,7 @@ def picked_loss(
     weight: Any | None,
     ignore_index: int,
     eps: float | None,
-    per_row: bool,
+    out: np.ndarray | None,
 ) -> _LossResult: ...
 def binary_loss(
     x: np.ndarray,
@@ -52,7 +52,7 @@ def binary_loss(
     weight: Any | None,
     pos_weight: Any | None,
     logits: bool,
-    per_element: bool,
+    out: np.ndarray | None,
 ) -> _LossResult: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...

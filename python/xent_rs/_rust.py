@@ -7,6 +7,7 @@ Docstrings are those of the reference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,17 +32,22 @@ def _batch_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
     return shape[:axis] + shape[axis + 1 :]
 
 
+def _losses_out(reduction: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """The per-sample output of ``reduction="none"`` (allocated here: an impossible size is
+    NumPy's ``MemoryError``), flat for the kernels."""
+    return np.empty(math.prod(shape), dtype) if reduction == "none" else None
+
+
 def _finish(
-    per_row: np.ndarray | None,
+    per_sample: np.ndarray | None,
     total: float,
     denominator: float,
     reduction: str,
     shape: tuple[int, ...],
     dtype: np.dtype,
 ) -> Loss:
-    if reduction == "none":
-        assert per_row is not None
-        return per_row.reshape(shape)
+    if per_sample is not None:
+        return per_sample.reshape(shape)
     return _args.finish_reduction(total, denominator, reduction, dtype)
 
 
@@ -96,8 +102,14 @@ def softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) 
     return _softmax(x, axis, out, log=False)
 
 
-def _per_row(flat: np.ndarray, shape: tuple[int, ...], axis: int, keepdims: bool) -> Loss:
-    result = flat.reshape(_batch_shape(shape, axis))
+def _per_row(
+    kernel: Callable[..., None], arrays: tuple[np.ndarray, ...], axis: int, keepdims: bool
+) -> Loss:
+    """``kernel(*arrays, axis, out)`` into a new array of the rows' compute dtype and shape."""
+    shape = _batch_shape(arrays[0].shape, axis)
+    out = np.empty(math.prod(shape), _args.compute_dtype(arrays[0].dtype))
+    kernel(*arrays, axis, out)
+    result = out.reshape(shape)
     return np.expand_dims(result, axis) if keepdims else result[()]
 
 
@@ -105,20 +117,20 @@ def _per_row(flat: np.ndarray, shape: tuple[int, ...], axis: int, keepdims: bool
 def logsumexp(x: npt.ArrayLike, axis: int = -1, *, keepdims: bool = False) -> Loss:
     xa = _args.as_float_array(x, "x")
     ax = _args.normalize_axis(axis, xa.ndim)
-    return _per_row(_native.logsumexp(xa, ax), xa.shape, ax, keepdims)
+    return _per_row(_native.logsumexp, (xa,), ax, keepdims)
 
 
 @_documented_by(reference.entropy)
 def entropy(p: npt.ArrayLike, axis: int = -1) -> Loss:
     pa = _args.as_float_array(p, "p")
     ax = _args.normalize_axis(axis, pa.ndim)
-    return _per_row(_native.entropy(pa, ax), pa.shape, ax, False)
+    return _per_row(_native.entropy, (pa,), ax, False)
 
 
 @_documented_by(reference.kl_divergence)
 def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> Loss:
     pb, qb, ax = _args.kl_args(p, q, axis)
-    return _per_row(_native.kl_divergence(pb, qb, ax), pb.shape, ax, False)
+    return _per_row(_native.kl_divergence, (pb, qb), ax, False)
 
 
 # --------------------------------------------------------------------------- losses over classes
@@ -144,20 +156,20 @@ def _cross_entropy(
         logits, target, axis, weight, ignore_index, reduction, "logits", label_smoothing
     )
     grad = np.empty(xa.shape, xa.dtype) if with_grad else None
-    per_row, total, denominator = _native.cross_entropy(
+    shape, dtype = _batch_shape(xa.shape, ax), _args.compute_dtype(xa.dtype)
+    per_row = _losses_out(reduction, shape, dtype)
+    total, denominator = _native.cross_entropy(
         xa,
         _native_target(kind, t, xa),
         ax,
         w,
         ignore_index,
         e,
-        reduction == "none",
+        per_row,
         grad,
         reduction == "mean",
     )
-    dtype = _args.compute_dtype(xa.dtype)
-    loss = _finish(per_row, total, denominator, reduction, _batch_shape(xa.shape, ax), dtype)
-    return loss, grad
+    return _finish(per_row, total, denominator, reduction, shape, dtype), grad
 
 
 @_documented_by(reference.cross_entropy)
@@ -208,12 +220,13 @@ def _picked(
     xa, ax, reduction, _, ignore_index, kind, t, w = _args.class_args(
         x, target, axis, weight, ignore_index, reduction, name
     )
-    dtype = _args.compute_dtype(xa.dtype)
+    shape, dtype = _batch_shape(xa.shape, ax), _args.compute_dtype(xa.dtype)
     bound = _args.check_eps(eps, dtype) if clip else None
-    per_row, total, denominator = _native.picked_loss(
-        xa, _native_target(kind, t, xa), ax, w, ignore_index, bound, reduction == "none"
+    per_row = _losses_out(reduction, shape, dtype)
+    total, denominator = _native.picked_loss(
+        xa, _native_target(kind, t, xa), ax, w, ignore_index, bound, per_row
     )
-    return _finish(per_row, total, denominator, reduction, _batch_shape(xa.shape, ax), dtype)
+    return _finish(per_row, total, denominator, reduction, shape, dtype)
 
 
 @_documented_by(reference.nll_loss)
@@ -265,15 +278,17 @@ def _binary(
         """Cast before broadcasting, so that no copy of the input's size is made."""
         return None if a is None else np.broadcast_to(a.astype(companion, copy=False), like.shape)
 
-    per, total, count = _native.binary_loss(
+    dtype = _args.compute_dtype(xa.dtype)
+    per = _losses_out(reduction, xa.shape, dtype)
+    total, count = _native.binary_loss(
         like,
         ta.astype(companion, copy=False).reshape(like.shape),
         in_companion_dtype(w),
         in_companion_dtype(pw),
         name == "logits",
-        reduction == "none",
+        per,
     )
-    return _finish(per, total, count, reduction, xa.shape, _args.compute_dtype(xa.dtype))
+    return _finish(per, total, count, reduction, xa.shape, dtype)
 
 
 @_documented_by(reference.binary_cross_entropy)
