@@ -26,6 +26,7 @@ __all__ = [
     "broadcastable_to_input",
     "check_eps",
     "check_ignore_index",
+    "check_keepdims",
     "check_label_smoothing",
     "check_num_threads",
     "check_reduction",
@@ -42,6 +43,10 @@ _FLOAT64 = np.dtype(np.float64)
 _FLOAT32 = np.dtype(np.float32)
 _KEPT_FLOATS = (np.dtype(np.float16), _FLOAT32, _FLOAT64)
 _INT64_MAX = np.iinfo(np.int64).max
+#: The most dimensions an input may have (rust-numpy's limit; NumPy 2 allows 64).
+MAX_DIMS = 32
+#: The most threads ``set_num_threads`` accepts.
+MAX_THREADS = 1 << 16
 
 
 def _is_bfloat16(dtype: np.dtype) -> bool:
@@ -54,18 +59,26 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     float16, float32, float64 and bfloat16 are kept; bool, integer and other float widths
     become float64. complex, object, string, void and datetime dtypes are a ``TypeError``.
     """
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except ValueError as exc:  # e.g. a ragged nested list
+        raise ValueError(f"{name}: cannot be converted to an array ({exc})") from None
+    if a.ndim > MAX_DIMS:
+        raise ValueError(f"{name}: {a.ndim} dimensions; at most {MAX_DIMS} are supported")
     dtype = a.dtype
-    if _is_bfloat16(dtype.newbyteorder("=")):  # a byte-swapped bfloat16 has no name of its own
-        return a if dtype.isnative else a.astype(dtype.newbyteorder("="))
-    if dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool array"
-        )
-    if not dtype.isnative:
-        a = a.astype(dtype.newbyteorder("="))
-    if a.dtype not in _KEPT_FLOATS:
-        a = a.astype(np.float64)
+    if not _is_bfloat16(dtype.newbyteorder("=")):  # a byte-swapped bfloat16 has no name
+        if dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool "
+                "array"
+            )
+        if a.dtype.newbyteorder("=") not in _KEPT_FLOATS:
+            with np.errstate(over="ignore"):  # longdouble beyond float64's range becomes inf
+                a = a.astype(np.float64)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if not a.flags.aligned:  # the kernels read whole elements
+        a = a.copy()
     return a
 
 
@@ -97,13 +110,28 @@ def check_reduction(reduction: Any) -> str:
     return reduction
 
 
+def _as_real(value: Any, name: str) -> float:
+    """``float(value)`` for a real number (not bool, complex, datetime or timedelta)."""
+    excluded = (bool, np.bool_, complex, np.complexfloating, np.datetime64, np.timedelta64)
+    if isinstance(value, excluded) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range
+        return float("inf") if value > 0 else float("-inf")
+
+
 def check_label_smoothing(value: Any) -> float:
-    if not isinstance(value, numbers.Real):
-        raise TypeError(f"label_smoothing: expected a float, got {type(value).__name__}")
-    e = float(value)
+    e = _as_real(value, "label_smoothing")
     if not 0.0 <= e <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing: expected a float in [0, 1], got {e}")
     return e
+
+
+def check_keepdims(value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_, int, np.integer)):
+        raise TypeError(f"keepdims: expected a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def check_ignore_index(value: Any) -> int:
@@ -218,18 +246,17 @@ def check_eps(eps: Any, dtype: Any) -> float:
     """The clipping bound of ``categorical_cross_entropy``: default ``finfo(dtype).eps``."""
     if eps is None:
         return float(np.finfo(dtype).eps)
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
-        raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
-    if not 0.0 <= float(eps) < 0.5:  # also rejects NaN
-        raise ValueError(f"eps: expected a float in [0, 0.5), got {float(eps)}")
-    return float(eps)
+    bound = _as_real(eps, "eps")
+    if not 0.0 <= bound < 0.5:  # also rejects NaN
+        raise ValueError(f"eps: expected a float in [0, 0.5), got {bound}")
+    return bound
 
 
 def check_num_threads(n: Any) -> int:
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n: expected a positive integer, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"n: expected a positive integer of at most {MAX_THREADS}, got {n}")
     return int(n)
 
 
@@ -281,7 +308,7 @@ def kl_args(p: Any, q: Any, axis: Any) -> tuple[np.ndarray, np.ndarray, int]:
     pa, qa = as_float_array(p, "p"), as_float_array(q, "q")
     try:
         shape = np.broadcast_shapes(pa.shape, qa.shape)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: more dimensions than NumPy broadcasts
         raise ValueError(
             f"q: shape {qa.shape} cannot be broadcast with {pa.shape}, the shape of p"
         ) from None

@@ -117,7 +117,7 @@ def _per_row(
 def logsumexp(x: npt.ArrayLike, axis: int = -1, *, keepdims: bool = False) -> Loss:
     xa = _args.as_float_array(x, "x")
     ax = _args.normalize_axis(axis, xa.ndim)
-    return _per_row(_native.logsumexp, (xa,), ax, keepdims)
+    return _per_row(_native.logsumexp, (xa,), ax, _args.check_keepdims(keepdims))
 
 
 @_documented_by(reference.entropy)
@@ -138,7 +138,7 @@ def _native_target(kind: str, t: np.ndarray, xa: np.ndarray) -> np.ndarray:
     """Index targets as flat contiguous int64; probability targets as ``as_target`` gives them
     (the input's dtype, or float32 for half-precision inputs), read in place."""
     if kind == "index":
-        return np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
+        return np.require(t, np.int64, ["C", "A"]).reshape(-1)  # contiguous and aligned
     return t
 
 
@@ -276,13 +276,16 @@ def _binary(
 
     def in_companion_dtype(a: np.ndarray | None) -> np.ndarray | None:
         """Cast before broadcasting, so that no copy of the input's size is made."""
-        return None if a is None else np.broadcast_to(a.astype(companion, copy=False), like.shape)
+        if a is None:
+            return None
+        with np.errstate(over="ignore"):  # beyond the companion's range: inf, as intended
+            return np.broadcast_to(a.astype(companion, copy=False), like.shape)
 
     dtype = _args.compute_dtype(xa.dtype)
     per = _losses_out(reduction, xa.shape, dtype)
     total, count = _native.binary_loss(
         like,
-        ta.astype(companion, copy=False).reshape(like.shape),
+        in_companion_dtype(ta),
         in_companion_dtype(w),
         in_companion_dtype(pw),
         name == "logits",

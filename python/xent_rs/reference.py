@@ -265,7 +265,7 @@ def logsumexp(
     with np.errstate(all="ignore"):
         shift, log_sum = _shift_and_log_sum(z)
         lse = (shift + log_sum)[..., 0].astype(_args.compute_dtype(xa.dtype))
-    return np.expand_dims(lse, ax) if keepdims else lse[()]
+    return np.expand_dims(lse, ax) if _args.check_keepdims(keepdims) else lse[()]
 
 
 def entropy(p: npt.ArrayLike, axis: int = -1) -> np.ndarray | np.generic:

@@ -269,17 +269,24 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             if let Some(g) = self.grad {
                 // d/dx_c = (1-eps) w_t (p_c - [c = t]) + (eps/C) (W p_c - w_c), times scale.
                 let scale = g.scale();
-                let a =
-                    E::Compute::from_f64(scale * ((1.0 - eps) * w_t + smooth * self.weight_sum));
+                // Without smoothing the other classes' weights play no part (a NaN weight of a
+                // class no sample targets must not reach the gradient).
+                let (spread, spread_t) = if smooth == 0.0 {
+                    (0.0, 0.0)
+                } else {
+                    (
+                        smooth * self.weight_sum,
+                        smooth * (self.weight_sum * terms.p_target - w_t),
+                    )
+                };
+                let a = E::Compute::from_f64(scale * ((1.0 - eps) * w_t + spread));
                 let b = E::Compute::from_f64(scale * smooth);
-                let g_t = scale
-                    * (smooth * (self.weight_sum * terms.p_target - w_t)
-                        - (1.0 - eps) * w_t * terms.one_minus_p_target);
+                let g_t = scale * (spread_t - (1.0 - eps) * w_t * terms.one_minus_p_target);
                 // SAFETY: each row is written by exactly one block.
                 unsafe {
                     let (dst, copied) = g.rows.row_mut(r, &mut grad_scratch);
                     softmax_from_stats::<E::Compute, FMA>(row, full, dst, false);
-                    match self.options.weight {
+                    match self.options.weight.filter(|_| smooth != 0.0) {
                         Some(w) => {
                             for (d, &wc) in dst.iter_mut().zip(w) {
                                 *d = a * *d - b * wc;
@@ -357,9 +364,13 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
             // Each term w_c t'_c (m - x_c + log_sum) is non-negative: no cancellation.
             let (mut loss, mut mass) = (CompensatedSum::default(), 0.0f64);
             for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
-                let wt = self.options.weight_of(c) * ((1.0 - eps) * tc.to_f64() + smooth);
-                loss.add(wt * ((m - xc.to_f64()) + log_sum));
-                mass += wt;
+                // w_c (t'_c (lse - x_c)) in torch's order: t'_c w_c alone may overflow.
+                let (w, t) = (
+                    self.options.weight_of(c),
+                    (1.0 - eps) * tc.to_f64() + smooth,
+                );
+                loss.add(w * (t * ((m - xc.to_f64()) + log_sum)));
+                mass += w * t;
             }
             let loss = loss.value();
             *o = E::Compute::from_f64(loss);
