@@ -154,7 +154,10 @@ def as_target(
     Returns ``("index", int64 array of shape x.shape without axis)`` for integer targets, or
     ``("probs", float array of x's shape)`` for floating (and bool) targets.
     """
-    t = np.asarray(target)
+    try:
+        t = np.asarray(target)
+    except ValueError as exc:  # e.g. a ragged nested list
+        raise ValueError(f"{name}: cannot be converted to an array ({exc})") from None
     batch = x.shape[:axis] + x.shape[axis + 1 :]
     kind = t.dtype.kind
     # An empty list becomes an empty float64 array: if it fits the batch shape, it is indices.

@@ -54,7 +54,14 @@ def _shift_and_log_sum(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     m = np.max(z, axis=-1, keepdims=True, initial=-np.inf)
     shift = np.where(np.isfinite(m), m, 0.0)
-    return shift, np.log(np.sum(np.exp(z - shift), axis=-1, keepdims=True))
+    terms = np.exp(z - shift)
+    # With a unique maximum (term exactly 1), log(1 + rest) as log1p(rest): a tiny rest keeps
+    # its digits (the log-probability of a confident prediction).
+    is_max = z == m
+    count = is_max.sum(axis=-1, keepdims=True)
+    rest = np.where(is_max, 0.0, terms).sum(axis=-1, keepdims=True)
+    unique = (count == 1) & np.isfinite(m)
+    return shift, np.where(unique, np.log1p(rest), np.log(terms.sum(axis=-1, keepdims=True)))
 
 
 def _log_softmax_last(z: np.ndarray) -> np.ndarray:

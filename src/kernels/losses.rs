@@ -521,7 +521,7 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for WeightedProbs<'
             let mut loss = CompensatedSum::default();
             for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
                 let w = self.weight.map_or(1.0, |w| w[c].to_f64());
-                loss.add(w * tc.to_f64() * self.term.of(xc.to_f64()));
+                loss.add(w * (tc.to_f64() * self.term.of(xc.to_f64()))); // torch's order
             }
             let loss = loss.value();
             *o = E::Compute::from_f64(loss);
