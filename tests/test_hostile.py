@@ -996,17 +996,13 @@ def _known_issue(name: str, exc: BaseException, kwargs: dict[str, Any]) -> str |
     """The ``KNOWN_ISSUES`` key this exception is an instance of, if any."""
     text = str(exc)
     if (
-        isinstance(exc, ValueError)
-        and text.startswith("setting an array element with a sequence")
-        and name in CATEGORICAL
-    ):
-        return "ragged_target_message"
-    if (
         isinstance(exc, RuntimeWarning)
         and text == "overflow encountered in cast"
         and name in CATEGORICAL
     ):
         return "target_cast_overflow_warning"
+    if type(exc).__name__ == "PanicException" and "AlreadyBorrowed" in text:
+        return "empty_out_alias_panic"
     if isinstance(exc, TypeError) and "datetime.timedelta" in text and name == "set_num_threads":
         return "timedelta_num_threads"
     return None
@@ -1171,9 +1167,66 @@ def check_call(spec: dict, memdir: str) -> None:
         _compare(name, result, expected, [*ref_args, *ref_kwargs.values()], where)
     except AssertionError:
         issue = _known_disagreement(name, result, expected, ref_args, ref_kwargs)
-        if issue is None:
+        if issue is not None:
+            KNOWN[issue] += 1
+            return
+        if _near_float32_range(ref_args, ref_kwargs):
+            # Computed in float32 (half and float32 inputs), a sum of values near float32's
+            # range overflows to +-inf (then inf * 0 = NaN) where the reference, in float64,
+            # stays finite. Elsewhere the results must agree.
+            _compare(name, _nan_as(result, expected), expected, [*ref_args], where)
+            CALLS["float32_overflow"] += 1
+            return
+        if not _ill_conditioned_sum(name, ref_args, ref_kwargs):
             raise
-        KNOWN[issue] += 1
+        # A sum that overflows or cancels in some orders and not in others: the reference's
+        # answer is no more right than another. The same kind of result is all that is asked.
+        CALLS["ill_conditioned_sum"] += 1
+        pairs = zip(*(r if isinstance(r, tuple) else (r,) for r in (result, expected)), strict=True)
+        for a, e in pairs:
+            assert (type(a), a.dtype, a.shape) == (type(e), e.dtype, e.shape), where
+
+
+def _near_float32_range(args: list[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether the call computes in float32 and a sum of its finite inputs may overflow."""
+    try:
+        x = np.asarray(args[0])
+    except (TypeError, ValueError):
+        return False
+    if not (x.dtype in (np.float16, np.float32) or _is_bfloat16(x.dtype)) or x.size == 0:
+        return False
+    m, _ = _magnitudes([*args, *(v for k, v in kwargs.items() if k != "out")])
+    return m * x.size > float(np.finfo(np.float32).max)
+
+
+def _ill_conditioned_sum(name: str, args: list[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether a reduced loss depends on the order of a sum: finite terms (per-sample losses,
+    or the weights of the mean's denominator) that may add up beyond float64's range, or a
+    denominator sum_i w_{t_i} that cancels (weights like +-9.2e18 absorb the ones: a naive sum
+    gives 0, an exact one 14)."""
+    if name not in (*CATEGORICAL, *BINARY) or kwargs.get("reduction", "mean") == "none":
+        return False
+    status, per = _outcome(getattr(reference, name), args, {**kwargs, "reduction": "none"})
+    if status != "returned":
+        return False
+    per = np.asarray(per[0] if isinstance(per, tuple) else per)
+    weight = kwargs.get("weight")
+    terms = [per] if weight is None or name in BINARY else [per, np.asarray(weight)]
+    limit = np.finfo(np.float64).max / max(per.size, 1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in terms:
+            a = np.abs(t.astype(np.float64))
+            if (a[np.isfinite(a)] > limit).any():
+                return True
+        target = np.asarray(args[1])
+        if weight is None or name in BINARY or target.dtype.kind not in "iu":
+            return False
+        w = np.asarray(weight).astype(np.float64)
+        t = target.astype(np.int64).ravel()
+        wt = w[t[(t != kwargs.get("ignore_index", -100)) & (t >= 0) & (t < w.size)]]
+        total = float(np.abs(wt).sum())
+        return bool(total > 0 and abs(float(wt.sum())) <= total * 1e-10)
 
 
 def _has_infinite_coefficient(args: list[Any], kwargs: dict[str, Any]) -> bool:
@@ -1205,36 +1258,13 @@ def _ce_nonfinite_issue(args: list[Any], kwargs: dict[str, Any]) -> str | None:
             axis = kwargs.get("axis", -1)
             z = np.where(np.isfinite(x), x, np.nan)
             span = np.nanmax(z, axis=axis) - np.nanmin(z, axis=axis)
-        except (TypeError, ValueError, IndexError, np.exceptions.AxisError):
+        except (TypeError, ValueError, IndexError):  # AxisError is both
             return None
     if t.dtype.kind in "iu" and e == 0 and np.isinf(span).any():
         return "row_range_overflow_nan"
     if w is not None and np.isinf(w).any() and e > 0:
         return "smoothing_with_infinite_weight"
     return None
-
-
-def _soft_target_weight_overflow(args: list[Any], kwargs: dict[str, Any]) -> bool:
-    """Whether some finite probability target times its finite class weight overflows (in
-    the compute dtype): the kernels multiply t * w first, the reference (and torch) logp * t."""
-    try:
-        x, t = np.asarray(args[0]), np.asarray(args[1])
-        w = np.asarray(kwargs["weight"])
-        axis = kwargs.get("axis", -1)
-        t = np.moveaxis(t, axis, -1)
-    except (TypeError, ValueError, IndexError, KeyError):
-        return False
-    if t.dtype.kind != "f" or t.shape[-1:] != w.shape or w.dtype.kind not in "biuf":
-        return False
-    dtype = (
-        np.float64
-        if x.dtype in (np.float64, np.longdouble) or x.dtype.kind in "biu"
-        else np.float32
-    )
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tw = t.astype(dtype) * w.astype(dtype)
-        return bool((np.isinf(tw) & np.isfinite(t) & np.isfinite(w)).any())
 
 
 def _nan_as(actual: Any, expected: Any, only_where_expected_inf: bool = False) -> Any:
@@ -1274,14 +1304,6 @@ def _known_disagreement(
     name: str, actual: Any, expected: Any, args: list[Any], kwargs: dict[str, Any]
 ) -> str | None:
     """The ``KNOWN_ISSUES`` key of a result that differs from the reference, if any."""
-    if name in ("nll_loss", "categorical_cross_entropy") and _soft_target_weight_overflow(
-        args, kwargs
-    ):
-        try:
-            _compare(name, _nan_as(actual, expected), expected, [*args, *kwargs.values()], "")
-        except AssertionError:
-            return None
-        return "soft_target_times_weight_overflow"
     if name in BINARY and _rounds_companions(args[0]):
         # The kernels read target, weight and pos_weight in float32 when the input is: values
         # outside float32's range become 0 or inf there (the reference keeps float64).
@@ -1544,9 +1566,12 @@ def test_hostile_example(memdir, spec):
 # that asserts the correct behaviour. When one is fixed, its pin XPASSes (a failure): turn the
 # pin into a regression test (see the ``test_fixed_*`` tests) and drop the tolerance.
 KNOWN_ISSUES = {
-    "ragged_target_message": (
-        "a ragged nested list as target of a categorical loss (as_target's np.asarray) raises "
-        "NumPy's ValueError('setting an array element with a sequence...'), naming no argument"
+    "empty_out_alias_panic": (
+        "softmax/log_softmax of an empty view with out= another view of the same memory with "
+        "other strides (x = np.zeros((1, 1))[:, :0]; out=x[::-1]): _same_memory is False and "
+        "np.may_share_memory is False for empty arrays, so softmax_into borrows both and "
+        "rust-numpy's borrow check fails: PanicException('called `Result::unwrap()` on an `Err` "
+        "value: AlreadyBorrowed')"
     ),
     "target_cast_overflow_warning": (
         "a float64 probability target beyond float32's range with float32/float16/bfloat16 "
@@ -1575,12 +1600,6 @@ KNOWN_ISSUES = {
         "smoothing term comes out NaN (e.g. lse * sum(w) - sum(w * x) = inf - inf) where the "
         "reference (and torch: sum_c w_c * (lse - x_c)) gives -inf or +inf"
     ),
-    "soft_target_times_weight_overflow": (
-        "nll_loss / categorical_cross_entropy with probability targets and weights: t_c * w_c "
-        "is computed first; when it overflows the loss is inf, or inf * 0 = NaN where "
-        "log p_c == 0, where the reference and torch ((log p * t) * w) give a finite value "
-        "(fixed for cross_entropy)"
-    ),
     "binary_companions_rounded_to_float32": (
         "binary losses on float16/bfloat16/float32 input read float64 target, weight and "
         "pos_weight in float32: values below float32's range become 0 (weight -2.2e-308 -> "
@@ -1594,7 +1613,7 @@ KNOWN_ISSUES = {
 }
 
 # Issues in the validation both backends share (xent_rs._args): the reference fails alike.
-SHARED_ISSUES = {"ragged_target_message", "timedelta_num_threads", "target_cast_overflow_warning"}
+SHARED_ISSUES = {"timedelta_num_threads", "target_cast_overflow_warning"}
 
 
 def _xfail(key: str) -> pytest.MarkDecorator:
@@ -1689,6 +1708,20 @@ def test_fixed_unaligned_weight_or_index_target(name, target, weight):
         assert_close(actual[1], expected[1])
     else:
         assert_close(actual, expected)
+
+
+@_xfail("empty_out_alias_panic")
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_pinned_empty_out_aliasing_the_input(name):
+    x = np.zeros((1, 3))[:, :0]
+    out = x[::-1]  # the same (empty) memory, a negative first stride
+    try:
+        result = getattr(xr, name)(x, out=out)
+    except BaseException as exc:  # PanicException is a BaseException
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        pytest.fail(f"{type(exc).__name__}: {exc}")
+    assert result is out
 
 
 @_xfail("target_cast_overflow_warning")
@@ -1954,6 +1987,8 @@ def test_hostile_call_count(capsys):
         print(
             f"\n[test_hostile] {CALLS['total']} hostile calls: {CALLS['returned']} returned, "
             f"{CALLS['raised']} raised ({CALLS['oracle_out_of_memory']} with no reference result: "
-            f"giant empty arrays); known issues met (tolerated, pinned): {dict(KNOWN) or 'none'}"
+            f"giant empty arrays; {CALLS['ill_conditioned_sum']} ill-conditioned reductions, "
+            f"{CALLS['float32_overflow']} float32 overflows); "
+            f"known issues met (tolerated, pinned): {dict(KNOWN) or 'none'}"
         )
     assert set(KNOWN) <= set(KNOWN_ISSUES)
