@@ -680,11 +680,14 @@ fn binary_impl<'py, E: Element + numpy::Element>(
 where
     E::Compute: numpy::Element + Element<Compute = E::Compute>,
 {
-    // Targets and weights come stored like the input or in its compute type (all alike).
+    // Targets and weights come stored alike: like the input, in its compute type, or in
+    // float64 (the kernel computes in f64, so wider companions keep their values).
     if target.cast::<PyArrayDyn<E>>().is_ok() {
         binary_with::<E, E>(x, target, weight, pos_weight, kind, out)
-    } else {
+    } else if target.cast::<PyArrayDyn<E::Compute>>().is_ok() {
         binary_with::<E, E::Compute>(x, target, weight, pos_weight, kind, out)
+    } else {
+        binary_with::<E, f64>(x, target, weight, pos_weight, kind, out)
     }
 }
 
@@ -699,7 +702,7 @@ fn binary_with<'py, E, T>(
 where
     E: Element + numpy::Element,
     E::Compute: numpy::Element,
-    T: Element<Compute = E::Compute> + numpy::Element,
+    T: Element + numpy::Element,
 {
     let py = x.py();
     if x.ndim() == 0 {

@@ -6,12 +6,13 @@
 //! `logsumexp(x) - x_t`, which cancels to 0.
 
 use super::error::KernelError;
-use super::parallel::{map_blocks, map_blocks_with_output};
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
-use super::simd::{dispatch, weighted_gap_sum, Isa, SimdTask};
+use super::simd::{weighted_gap_sum, Isa};
 use super::softmax::{max_sum, run_rows, softmax_from_stats, MaxSum, RowKernel};
 use std::ops::Range;
+
+pub use super::binary::{binary, softplus, Binary, BinaryInputs};
 
 /// Per-row losses and the mean's denominator (the target weights), each summed with
 /// [`CompensatedSum`] so that millions of rows add up to within one rounding of the exact sum.
@@ -45,7 +46,7 @@ impl Total {
     }
 }
 
-fn total_of(blocks: Vec<Result<Total, KernelError>>) -> Result<Total, KernelError> {
+pub(super) fn total_of(blocks: Vec<Result<Total, KernelError>>) -> Result<Total, KernelError> {
     let mut total = Total::default();
     for block in blocks {
         total = total.merge(block?);
@@ -103,10 +104,11 @@ pub fn check_targets<F: Real>(
 /// `exp(a - b)` in f64, exact difference included (for f64 inputs `a - b` may round).
 #[inline]
 fn exp_diff(a: f64, b: f64) -> f64 {
-    if a == f64::NEG_INFINITY {
+    let d = a - b;
+    if a == f64::NEG_INFINITY || d == f64::NEG_INFINITY {
+        // Also when the difference of two finite values overflows (its error term is NaN).
         return 0.0;
     }
-    let d = a - b;
     let e = f64::sub_error(a, b, d);
     let v = d.exp();
     v + v * e
@@ -161,15 +163,10 @@ fn split_target<F: Real, const FMA: bool>(row: &[F], t: usize) -> (MaxSum<F>, F)
     (others, row[t])
 }
 
-/// `Σ_c w_c (logsumexp - x_c)` = `Σ_c w_c (m - x_c) + W log(sum)`, non-negative terms.
+/// `Σ_c w_c (logsumexp - x_c)`, as `Σ_c w_c ((m - x_c) + log(sum))`: non-negative terms.
 #[inline(always)]
-fn smoothing_sum<F: Real>(
-    row: &[F],
-    full: MaxSum<F>,
-    weight: Option<&[F]>,
-    weight_sum: f64,
-) -> f64 {
-    weighted_gap_sum(row, full.max, weight) + weight_sum * full.log_sum()
+fn smoothing_sum<F: Real>(row: &[F], full: MaxSum<F>, weight: Option<&[F]>) -> f64 {
+    weighted_gap_sum(row, full.max, full.log_sum(), weight)
 }
 
 /// Where the gradient goes, and whether it is that of the mean (else of the sum) of the
@@ -261,7 +258,7 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             let loss = if eps == 0.0 {
                 w_t * terms.nll
             } else {
-                let spread = smoothing_sum(row, full, self.options.weight, self.weight_sum);
+                let spread = smoothing_sum(row, full, self.options.weight);
                 (1.0 - eps) * w_t * terms.nll + smooth * spread
             };
             *o = E::Compute::from_f64(loss);
@@ -551,137 +548,6 @@ pub fn weighted_probs<E: Element, T: Element<Compute = E::Compute>>(
     total_of(run_rows(isa, &kernel, out, x.len()))
 }
 
-/// `max(z, 0) + log1p(exp(-|z|))`: `log(1 + exp(z))` without overflow or cancellation.
-#[inline]
-pub fn softplus(z: f64) -> f64 {
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
-}
-
-/// The element-wise binary losses.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Binary {
-    /// From probabilities, each log clamped at -100 (PyTorch).
-    Probs,
-    /// From logits: `pos_weight * t * softplus(-x) + (1 - t) * softplus(x)`.
-    Logits,
-}
-
-/// Inputs of a binary loss: rows along the last axis, all of the same shape (broadcast views
-/// welcome); the targets and weights are stored as `x` or in its compute type (`T`).
-#[derive(Debug)]
-pub struct BinaryInputs<'r, 'a, E, T> {
-    pub x: &'r Rows<'a, E>,
-    pub target: &'r Rows<'a, T>,
-    pub weight: Option<&'r Rows<'a, T>>,
-    pub pos_weight: Option<&'r Rows<'a, T>>,
-}
-
-struct BinaryBlock<'r, 'a, 'o, E: Element, T> {
-    inputs: &'r BinaryInputs<'r, 'a, E, T>,
-    kind: Binary,
-    elements: Range<usize>,
-    out: Option<&'o mut [E::Compute]>,
-}
-
-impl<E: Element, T: Element<Compute = E::Compute>> SimdTask for BinaryBlock<'_, '_, '_, E, T> {
-    type Output = Result<Total, KernelError>;
-
-    #[inline(always)]
-    fn run<const FMA: bool>(mut self) -> Self::Output {
-        let inputs = self.inputs;
-        let n = inputs.x.len();
-        let mut scratch: [Vec<E::Compute>; 4] = Default::default();
-        let [xs, ts, ws, ps] = &mut scratch;
-        let mut total = Total::default();
-        let mut e = self.elements.start;
-        while e < self.elements.end {
-            let (r, c0) = (e / n, e % n);
-            let c1 = n.min(c0 + (self.elements.end - e));
-            let x = inputs.x.segment(r, c0..c1, xs);
-            let t = inputs.target.segment(r, c0..c1, ts);
-            let w = inputs.weight.map(|w| w.segment(r, c0..c1, ws));
-            let pw = inputs.pos_weight.map(|p| p.segment(r, c0..c1, ps));
-            for i in 0..x.len() {
-                let (xi, ti) = (x[i].to_f64(), t[i].to_f64());
-                let mut loss = match self.kind {
-                    Binary::Probs => {
-                        #[allow(clippy::manual_range_contains)] // NaN must pass (and propagate)
-                        if xi < 0.0 || xi > 1.0 {
-                            return Err(KernelError::ProbabilityOutOfRange {
-                                value: xi,
-                                index: e + i,
-                            });
-                        }
-                        let clamp = |v: f64| if v < -100.0 { -100.0 } else { v };
-                        -(ti * clamp(xi.ln()) + (1.0 - ti) * clamp((-xi).ln_1p()))
-                    }
-                    Binary::Logits => {
-                        let pos = pw.map_or(1.0, |p| p[i].to_f64());
-                        pos * ti * softplus(-xi) + (1.0 - ti) * softplus(xi)
-                    }
-                };
-                if let Some(w) = w {
-                    loss *= w[i].to_f64();
-                }
-                if let Some(out) = self.out.as_deref_mut() {
-                    out[e - self.elements.start + i] = E::Compute::from_f64(loss);
-                }
-                total.add(loss, 1.0);
-            }
-            e += x.len();
-        }
-        Ok(total)
-    }
-}
-
-/// A binary loss over every element; `out` (C order, one per element) is optional.
-pub fn binary<E: Element, T: Element<Compute = E::Compute>>(
-    isa: Isa,
-    inputs: &BinaryInputs<'_, '_, E, T>,
-    kind: Binary,
-    out: Option<&mut [E::Compute]>,
-) -> Result<Total, KernelError> {
-    let size = inputs.x.n_rows() * inputs.x.len();
-    for other in [Some(inputs.target), inputs.weight, inputs.pos_weight]
-        .into_iter()
-        .flatten()
-    {
-        assert_eq!(
-            (other.n_rows(), other.len()),
-            (inputs.x.n_rows(), inputs.x.len())
-        );
-    }
-    const PER_BLOCK: usize = 1 << 14;
-    let blocks = match out {
-        Some(out) => {
-            assert_eq!(out.len(), size);
-            map_blocks_with_output(out, PER_BLOCK, size, |elements, out| {
-                dispatch(
-                    isa,
-                    BinaryBlock {
-                        inputs,
-                        kind,
-                        elements,
-                        out: Some(out),
-                    },
-                )
-            })
-        }
-        None => map_blocks(size, PER_BLOCK, size, |elements| {
-            dispatch(
-                isa,
-                BinaryBlock {
-                    inputs,
-                    kind,
-                    elements,
-                    out: None,
-                },
-            )
-        }),
-    };
-    total_of(blocks)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -783,11 +649,5 @@ mod tests {
                 g[[0, c]]
             );
         }
-    }
-
-    #[test]
-    fn softplus_is_stable() {
-        assert_eq!(softplus(1000.0), 1000.0);
-        assert!((softplus(-40.0) - (-40.0f64).exp()).abs() < 1e-30);
     }
 }

@@ -1,6 +1,7 @@
 //! Pure Rust kernels over strided rows: no Python here, so they build, test and bench with
 //! plain `cargo`.
 
+pub mod binary;
 pub mod error;
 pub mod losses;
 pub mod parallel;

@@ -184,21 +184,23 @@ pub fn write_exp_sub<F: Real, const FMA: bool>(x: &[F], shift_hi: F, shift_lo: F
     }
 }
 
-/// `sum(w_c * (m - x_c))` in f64 (each term is non-negative for non-negative weights, so there
-/// is no cancellation); `w_c = 1` without weights.
+/// `sum(w_c * ((m - x_c) + offset))` in f64, each term formed before it is weighted (so an
+/// infinite weight times a positive gap is infinite, never `inf - inf`); `w_c = 1` without
+/// weights. For `offset >= 0` and non-negative weights the terms are non-negative, so there
+/// is no cancellation.
 #[inline(always)]
-pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, weight: Option<&[F]>) -> f64 {
+pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, offset: f64, weight: Option<&[F]>) -> f64 {
     let m = m.to_f64();
     let mut acc = [0.0f64; 4];
     match weight {
         None => {
             for (i, &v) in x.iter().enumerate() {
-                acc[i % 4] += m - v.to_f64();
+                acc[i % 4] += (m - v.to_f64()) + offset;
             }
         }
         Some(w) => {
             for (i, (&v, &wi)) in x.iter().zip(w).enumerate() {
-                acc[i % 4] += wi.to_f64() * (m - v.to_f64());
+                acc[i % 4] += wi.to_f64() * ((m - v.to_f64()) + offset);
             }
         }
     }
