@@ -114,8 +114,8 @@ fn exp_diff(a: f64, b: f64) -> f64 {
     v + v * e
 }
 
-/// `logsumexp(x) - x_t` from the statistics of the other classes and `x_t`, plus the
-/// probability of the target and its complement `1 - p_t`, each without cancellation.
+/// `logsumexp(x) - x_t` from the statistics of the row and `x_t`, plus the probability of the
+/// target and its complement `1 - p_t`, each without cancellation.
 #[derive(Clone, Copy, Debug)]
 struct TargetTerms {
     nll: f64,
@@ -124,28 +124,30 @@ struct TargetTerms {
 }
 
 #[inline(always)]
-fn target_terms<F: Real>(others: MaxSum<F>, x_target: F) -> TargetTerms {
-    let (mo, so, xt) = (others.max.to_f64(), others.sum(), x_target.to_f64());
-    if xt.is_finite() && mo < f64::INFINITY && so.is_finite() {
-        if xt >= mo {
-            // The target is the maximum: loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
-            let s = so * exp_diff(mo, xt);
+fn target_terms<F: Real>(full: MaxSum<F>, x_target: F) -> TargetTerms {
+    let (m, xt) = (full.max.to_f64(), x_target.to_f64());
+    let sum = full.sum();
+    if xt.is_finite() && m.is_finite() && sum.is_finite() {
+        if xt == m && full.count == 1.0 {
+            // The target is the unique maximum and `rest` is the sum over the other classes
+            // (each difference carried exactly): loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
+            let s = full.rest;
             TargetTerms {
                 nll: s.ln_1p(),
                 p_target: 1.0 / (1.0 + s),
                 one_minus_p_target: s / (1.0 + s),
             }
         } else {
-            let e = exp_diff(xt, mo);
+            // log(sum) >= log(2) or m - x_t > 0: two non-negative terms, no cancellation.
+            let e = exp_diff(xt, m);
             TargetTerms {
-                nll: (mo - xt) + (so + e).ln(),
-                p_target: e / (so + e),
-                one_minus_p_target: so / (so + e),
+                nll: (m - xt) + sum.ln(),
+                p_target: e / sum,
+                one_minus_p_target: (full.count + (full.rest - e)) / sum,
             }
         }
     } else {
         // NaN or infinities: plain IEEE arithmetic on logsumexp - x_t.
-        let full = others.merge(MaxSum::single(x_target));
         let nll = full.log_sum_exp() - xt;
         let p = (-nll).exp();
         TargetTerms {
@@ -154,13 +156,6 @@ fn target_terms<F: Real>(others: MaxSum<F>, x_target: F) -> TargetTerms {
             one_minus_p_target: 1.0 - p,
         }
     }
-}
-
-/// The statistics of all classes but `t`, and `x_t`.
-#[inline(always)]
-fn split_target<F: Real, const FMA: bool>(row: &[F], t: usize) -> (MaxSum<F>, F) {
-    let others = max_sum::<F, FMA>(&row[..t]).merge(max_sum::<F, FMA>(&row[t + 1..]));
-    (others, row[t])
 }
 
 /// `Σ_c w_c (logsumexp - x_c)`, as `Σ_c w_c ((m - x_c) + log(sum))`: non-negative terms.
@@ -251,10 +246,9 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             // Checked by `check_targets` before the rows are read.
             let t = t as usize;
             let row = self.x.row(r, &mut scratch);
-            let (others, x_t) = split_target::<E::Compute, FMA>(row, t);
-            let terms = target_terms(others, x_t);
+            let full = max_sum::<E::Compute, FMA>(row);
+            let terms = target_terms(full, row[t]);
             let w_t = self.options.weight_of(t);
-            let full = others.merge(MaxSum::single(x_t));
             let loss = if eps == 0.0 {
                 w_t * terms.nll
             } else {

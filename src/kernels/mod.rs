@@ -1,6 +1,8 @@
 //! Pure Rust kernels over strided rows: no Python here, so they build, test and bench with
 //! plain `cargo`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod binary;
 pub mod error;
 pub mod losses;

@@ -1,5 +1,8 @@
 //! The floating-point types the kernels compute in, and the storage types they read.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx2;
+use super::simd;
 use half::{bf16, f16};
 use std::fmt::Debug;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -36,6 +39,12 @@ pub trait Real:
     /// where `lo` is a tiny correction (the rounding error of computing `hi`).
     /// Results below the smallest normal number flush to zero; NaN propagates.
     fn exp_with_tail<const FMA: bool>(hi: Self, lo: Self) -> Self;
+    /// `Σ exp(x - m)` for a finite `m = max(x)`, as (count of maxima, sum of the rest): the
+    /// hand-written AVX2 loop where the CPU has it and `FMA` asks for it, else
+    /// [`simd::sum_exp_lanes`].
+    fn sum_exp<const FMA: bool>(x: &[Self], m: Self) -> (Self, Self);
+    /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
+    fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
     /// Rounding error of `a - b`: `(a - b) - fl(a - b)` exactly (Knuth's TwoSum).
     #[inline(always)]
     fn sub_error(a: Self, b: Self, diff: Self) -> Self {
@@ -45,6 +54,31 @@ pub trait Real:
         let a_round = a - a_virtual;
         a_round + b_round
     }
+}
+
+/// The [`Real`] methods that run a hand-written AVX2 loop when `FMA` is asked for on x86-64
+/// (the CPU is checked again: a cached flag, once per call).
+macro_rules! exp_loops {
+    ($t:ty, $sum:ident, $write:ident) => {
+        #[inline(always)]
+        fn sum_exp<const FMA: bool>(x: &[$t], m: $t) -> ($t, $t) {
+            #[cfg(target_arch = "x86_64")]
+            if FMA && simd::avx2_fma_available() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return unsafe { avx2::$sum(x, m) };
+            }
+            simd::sum_exp_lanes::<$t, FMA>(x, m)
+        }
+        #[inline(always)]
+        fn write_exp_sub<const FMA: bool>(x: &[$t], shift_hi: $t, shift_lo: $t, out: &mut [$t]) {
+            #[cfg(target_arch = "x86_64")]
+            if FMA && simd::avx2_fma_available() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return unsafe { avx2::$write(x, shift_hi, shift_lo, out) };
+            }
+            simd::write_exp_sub_lanes::<$t, FMA>(x, shift_hi, shift_lo, out)
+        }
+    };
 }
 
 /// Selects `a` where `cond`, else `b`; written so that it vectorises to a blend.
@@ -64,6 +98,7 @@ impl Real for f32 {
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
     const NAN: Self = f32::NAN;
     const LANES: usize = 8;
+    exp_loops!(f32, sum_exp_f32, write_exp_sub_f32);
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -121,6 +156,7 @@ impl Real for f64 {
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
     const NAN: Self = f64::NAN;
     const LANES: usize = 4;
+    exp_loops!(f64, sum_exp_f64, write_exp_sub_f64);
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self

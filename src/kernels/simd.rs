@@ -40,7 +40,7 @@ impl Isa {
     }
 }
 
-fn avx2_fma_available() -> bool {
+pub(super) fn avx2_fma_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -122,7 +122,7 @@ fn fold_lanes<F: Real>(mut acc: [F; LANES]) -> F {
 /// equal to `m` (each exactly `exp(0) = 1`) and the sum over the others, so that a tiny `rest`
 /// is not rounded against the 1 of the maximum. NaN elements make `rest` NaN.
 #[inline(always)]
-pub fn sum_exp<F: Real, const FMA: bool>(x: &[F], m: F) -> (F, F) {
+pub fn sum_exp_lanes<F: Real, const FMA: bool>(x: &[F], m: F) -> (F, F) {
     let mut count = [F::ZERO; LANES];
     let mut rest = [F::ZERO; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -167,7 +167,12 @@ pub fn write_log_softmax<F: Real>(x: &[F], m: F, log_sum: F, out: &mut [F]) {
 
 /// `out = exp(x - (shift_hi + shift_lo))`, the shift given as an unevaluated sum of two floats.
 #[inline(always)]
-pub fn write_exp_sub<F: Real, const FMA: bool>(x: &[F], shift_hi: F, shift_lo: F, out: &mut [F]) {
+pub fn write_exp_sub_lanes<F: Real, const FMA: bool>(
+    x: &[F],
+    shift_hi: F,
+    shift_lo: F,
+    out: &mut [F],
+) {
     let mut out_chunks = out.chunks_exact_mut(LANES);
     let mut x_chunks = x.chunks_exact(LANES);
     for (o, c) in (&mut out_chunks).zip(&mut x_chunks) {
@@ -216,7 +221,7 @@ mod tests {
         type Output = f32;
         #[inline(always)]
         fn run<const FMA: bool>(self) -> f32 {
-            let (count, rest) = sum_exp::<f32, FMA>(self.0, self.1);
+            let (count, rest) = f32::sum_exp::<FMA>(self.0, self.1);
             count + rest
         }
     }
@@ -250,7 +255,7 @@ mod tests {
         type Output = ();
         #[inline(always)]
         fn run<const FMA: bool>(self) {
-            write_exp_sub::<f32, FMA>(self.0, 0.0, 0.0, self.1)
+            f32::write_exp_sub::<FMA>(self.0, 0.0, 0.0, self.1)
         }
     }
 

@@ -4,7 +4,7 @@
 use super::parallel::{map_blocks_with_output, rows_per_block};
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
-use super::simd::{dispatch, max_of, sum_exp, write_exp_sub, write_log_softmax, Isa, SimdTask};
+use super::simd::{dispatch, max_of, write_log_softmax, Isa, SimdTask};
 use std::ops::Range;
 
 /// Elements of a row handled per (max, sum) pass: small enough to stay in L1 between the two
@@ -117,7 +117,7 @@ pub fn max_sum<F: Real, const FMA: bool>(x: &[F]) -> MaxSum<F> {
     for block in x.chunks(ROW_BLOCK) {
         let m = max_of(block);
         let part = if m.is_finite() {
-            let (count, rest) = sum_exp::<F, FMA>(block, m);
+            let (count, rest) = F::sum_exp::<FMA>(block, m);
             MaxSum {
                 max: m,
                 count: count.to_f64(),
@@ -173,7 +173,7 @@ pub fn softmax_from_stats<F: Real, const FMA: bool>(
         let (l_hi, l_lo) = split::<F>(log_sum);
         let hi = m + l_hi;
         let lo = l_lo + F::sub_error(m, -l_hi, hi);
-        write_exp_sub::<F, FMA>(x, hi, lo, out);
+        F::write_exp_sub::<FMA>(x, hi, lo, out);
     } else {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = F::from_f64(((v.to_f64() - m.to_f64()) - log_sum).exp());

@@ -1,0 +1,291 @@
+//! Hand-written AVX2+FMA variants of the two hottest loops, `Σ exp(x - m)` and
+//! `out = exp(x - shift)`, for f32 and f64.
+//!
+//! The portable lane loops in [`super::simd`] compute the same values; these save instructions
+//! where LLVM cannot: the lower clamp is one `max` that lets NaN through (`maxps` returns its
+//! second operand when either is NaN), results below the normal range come out 0 from the
+//! exponent bits themselves (no final select), and the count of maxima is an integer lane
+//! counter. Each function is `#[target_feature]`: callers check the CPU first.
+
+use std::arch::x86_64::*;
+
+// exp(r), |r| <= ln2/2: Cephes' degree-7 polynomial for f32 (about 1 ulp), Taylor to degree
+// 13 for f64 (truncation < 2^-60); see `Real::exp_with_tail`.
+const P32: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+const P64: [f64; 12] = [
+    1.0 / 6_227_020_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 39_916_800.0,
+    1.0 / 3_628_800.0,
+    1.0 / 362_880.0,
+    1.0 / 40_320.0,
+    1.0 / 5_040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+];
+
+/// `exp(d + lo)` for `d <= 0` (NaN propagates; `lo` is the rounding error of `d`). Arguments
+/// below -88 are clamped to -88, where `2^k` has exponent bits 0: the result is exactly 0 for
+/// every `d` below about -87.7 (the normal range ends at -87.3; between the two the result
+/// is a correctly scaled subnormal). A NaN `lo` (from `d = -inf`) is replaced by -1 and then
+/// multiplied by that zero scale.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_f32(d: __m256, lo: __m256) -> __m256 {
+    let shift = _mm256_set1_ps(12_582_912.0); // 1.5 * 2^23
+    let x = _mm256_max_ps(_mm256_set1_ps(-88.0), d);
+    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
+    let k = _mm256_sub_ps(t, shift);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-0.693_359_4), x);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(2.121_944_4e-4), r);
+    let r = _mm256_add_ps(r, _mm256_max_ps(lo, _mm256_set1_ps(-1.0)));
+    let mut p = _mm256_set1_ps(P32[0]);
+    for c in &P32[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+    }
+    let y = _mm256_add_ps(
+        _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+        _mm256_set1_ps(1.0),
+    );
+    // 2^k from t's low bits: (t_bits - shift_bits + 127) << 23.
+    let bias = 127i32.wrapping_sub(12_582_912.0f32.to_bits() as i32) << 23;
+    let scale = _mm256_add_epi32(
+        _mm256_slli_epi32(_mm256_castps_si256(t), 23),
+        _mm256_set1_epi32(bias),
+    );
+    _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
+}
+
+/// f64 twin of [`exp_f32`] (clamp at -709, where `k = -1023` gives a zero scale).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
+    let shift = _mm256_set1_pd(6_755_399_441_055_744.0); // 1.5 * 2^52
+    let x = _mm256_max_pd(_mm256_set1_pd(-709.0), d);
+    let t = _mm256_fmadd_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
+    let k = _mm256_sub_pd(t, shift);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-6.931_471_803_691_238e-1), x);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-1.908_214_929_270_587_7e-10), r);
+    let r = _mm256_add_pd(r, _mm256_max_pd(lo, _mm256_set1_pd(-1.0)));
+    let mut p = _mm256_set1_pd(P64[0]);
+    for c in &P64[1..] {
+        p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(*c));
+    }
+    let y = _mm256_add_pd(
+        _mm256_fmadd_pd(p, _mm256_mul_pd(r, r), r),
+        _mm256_set1_pd(1.0),
+    );
+    let bias = 1023i64.wrapping_sub(6_755_399_441_055_744.0f64.to_bits() as i64) << 52;
+    let scale = _mm256_add_epi64(
+        _mm256_slli_epi64(_mm256_castpd_si256(t), 52),
+        _mm256_set1_epi64x(bias),
+    );
+    _mm256_mul_pd(y, _mm256_castsi256_pd(scale))
+}
+
+/// TwoSum's rounding error of `d = x - m`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sub_error_f32(x: __m256, m: __m256, d: __m256) -> __m256 {
+    let m_virtual = _mm256_sub_ps(x, d);
+    let x_virtual = _mm256_add_ps(d, m_virtual);
+    _mm256_add_ps(_mm256_sub_ps(x, x_virtual), _mm256_sub_ps(m_virtual, m))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sub_error_f64(x: __m256d, m: __m256d, d: __m256d) -> __m256d {
+    let m_virtual = _mm256_sub_pd(x, d);
+    let x_virtual = _mm256_add_pd(d, m_virtual);
+    _mm256_add_pd(_mm256_sub_pd(x, x_virtual), _mm256_sub_pd(m_virtual, m))
+}
+
+/// One vector of [`sum_exp_f32`]: `exp(v - m)` added to `rest`, or 1 to `count` where `v == m`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn accumulate_f32(v: __m256, vm: __m256, rest: &mut __m256, count: &mut __m256i) {
+    let d = _mm256_sub_ps(v, vm);
+    let e = exp_f32(d, sub_error_f32(v, vm, d));
+    let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, vm);
+    *rest = _mm256_add_ps(*rest, _mm256_andnot_ps(is_max, e));
+    *count = _mm256_sub_epi32(*count, _mm256_castps_si256(is_max));
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn accumulate_f64(v: __m256d, vm: __m256d, rest: &mut __m256d, count: &mut __m256i) {
+    let d = _mm256_sub_pd(v, vm);
+    let e = exp_f64(d, sub_error_f64(v, vm, d));
+    let is_max = _mm256_cmp_pd::<_CMP_EQ_OQ>(v, vm);
+    *rest = _mm256_add_pd(*rest, _mm256_andnot_pd(is_max, e));
+    *count = _mm256_sub_epi64(*count, _mm256_castpd_si256(is_max));
+}
+
+/// `Σ exp(x - m)` for `m = max(x)` finite, as `(count of elements equal to m, sum of the rest)`.
+/// Sixteen lanes of partial sums (two registers), as in the portable loop: the rounding error
+/// of each grows with the terms it adds.
+#[target_feature(enable = "avx2,fma")]
+pub fn sum_exp_f32(x: &[f32], m: f32) -> (f32, f32) {
+    let vm = _mm256_set1_ps(m);
+    let mut rest = [_mm256_setzero_ps(); 2];
+    let mut count = [_mm256_setzero_si256(); 2];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        let [r0, r1] = &mut rest;
+        let [c0, c1] = &mut count;
+        // SAFETY: `c` holds 16 f32.
+        let (v0, v1) = unsafe {
+            (
+                _mm256_loadu_ps(c.as_ptr()),
+                _mm256_loadu_ps(c[8..].as_ptr()),
+            )
+        };
+        accumulate_f32(v0, vm, r0, c0);
+        accumulate_f32(v1, vm, r1, c1);
+    }
+    // The tail, padded with -inf (exp gives 0).
+    let mut pad = [f32::NEG_INFINITY; 16];
+    pad[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    for (j, lane) in pad.chunks_exact(8).enumerate() {
+        // SAFETY: `lane` holds 8 f32.
+        let v = unsafe { _mm256_loadu_ps(lane.as_ptr()) };
+        accumulate_f32(v, vm, &mut rest[j], &mut count[j]);
+    }
+    let count = _mm256_cvtepi32_ps(_mm256_add_epi32(count[0], count[1]));
+    (
+        horizontal_sum_f32(count),
+        horizontal_sum_f32(_mm256_add_ps(rest[0], rest[1])),
+    )
+}
+
+/// f64 twin of [`sum_exp_f32`] (four registers of partial sums).
+#[target_feature(enable = "avx2,fma")]
+pub fn sum_exp_f64(x: &[f64], m: f64) -> (f64, f64) {
+    let vm = _mm256_set1_pd(m);
+    let mut rest = [_mm256_setzero_pd(); 4];
+    let mut count = [_mm256_setzero_si256(); 4];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        let [r0, r1, r2, r3] = &mut rest;
+        let [c0, c1, c2, c3] = &mut count;
+        // SAFETY: `c` holds 16 f64.
+        let v = unsafe {
+            [
+                _mm256_loadu_pd(c.as_ptr()),
+                _mm256_loadu_pd(c[4..].as_ptr()),
+                _mm256_loadu_pd(c[8..].as_ptr()),
+                _mm256_loadu_pd(c[12..].as_ptr()),
+            ]
+        };
+        accumulate_f64(v[0], vm, r0, c0);
+        accumulate_f64(v[1], vm, r1, c1);
+        accumulate_f64(v[2], vm, r2, c2);
+        accumulate_f64(v[3], vm, r3, c3);
+    }
+    let mut pad = [f64::NEG_INFINITY; 16];
+    pad[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    for (j, lane) in pad.chunks_exact(4).enumerate() {
+        // SAFETY: `lane` holds 4 f64.
+        let v = unsafe { _mm256_loadu_pd(lane.as_ptr()) };
+        accumulate_f64(v, vm, &mut rest[j], &mut count[j]);
+    }
+    let count = _mm256_add_epi64(
+        _mm256_add_epi64(count[0], count[1]),
+        _mm256_add_epi64(count[2], count[3]),
+    );
+    let rest = _mm256_add_pd(
+        _mm256_add_pd(rest[0], rest[1]),
+        _mm256_add_pd(rest[2], rest[3]),
+    );
+    let mut lanes = [0i64; 4];
+    // SAFETY: `lanes` holds 4 i64.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), count) };
+    (lanes.iter().sum::<i64>() as f64, horizontal_sum_f64(rest))
+}
+
+/// `out = exp(x - (shift_hi + shift_lo))`, the shift an unevaluated sum of two floats.
+#[target_feature(enable = "avx2,fma")]
+pub fn write_exp_sub_f32(x: &[f32], shift_hi: f32, shift_lo: f32, out: &mut [f32]) {
+    let (hi, lo) = (_mm256_set1_ps(shift_hi), _mm256_set1_ps(shift_lo));
+    let mut out_chunks = out.chunks_exact_mut(8);
+    let mut x_chunks = x.chunks_exact(8);
+    for (o, c) in (&mut out_chunks).zip(&mut x_chunks) {
+        // SAFETY: `c` and `o` hold 8 f32 each.
+        unsafe {
+            let v = _mm256_loadu_ps(c.as_ptr());
+            let d = _mm256_sub_ps(v, hi);
+            let err = _mm256_sub_ps(sub_error_f32(v, hi, d), lo);
+            _mm256_storeu_ps(o.as_mut_ptr(), exp_f32(d, err));
+        }
+    }
+    let (o, c) = (out_chunks.into_remainder(), x_chunks.remainder());
+    if !c.is_empty() {
+        let mut pad = [f32::NEG_INFINITY; 8];
+        pad[..c.len()].copy_from_slice(c);
+        let mut res = [0.0f32; 8];
+        // SAFETY: `pad` and `res` hold 8 f32 each.
+        unsafe {
+            let v = _mm256_loadu_ps(pad.as_ptr());
+            let d = _mm256_sub_ps(v, hi);
+            let err = _mm256_sub_ps(sub_error_f32(v, hi, d), lo);
+            _mm256_storeu_ps(res.as_mut_ptr(), exp_f32(d, err));
+        }
+        o.copy_from_slice(&res[..c.len()]);
+    }
+}
+
+/// f64 twin of [`write_exp_sub_f32`].
+#[target_feature(enable = "avx2,fma")]
+pub fn write_exp_sub_f64(x: &[f64], shift_hi: f64, shift_lo: f64, out: &mut [f64]) {
+    let (hi, lo) = (_mm256_set1_pd(shift_hi), _mm256_set1_pd(shift_lo));
+    let mut out_chunks = out.chunks_exact_mut(4);
+    let mut x_chunks = x.chunks_exact(4);
+    for (o, c) in (&mut out_chunks).zip(&mut x_chunks) {
+        // SAFETY: `c` and `o` hold 4 f64 each.
+        unsafe {
+            let v = _mm256_loadu_pd(c.as_ptr());
+            let d = _mm256_sub_pd(v, hi);
+            let err = _mm256_sub_pd(sub_error_f64(v, hi, d), lo);
+            _mm256_storeu_pd(o.as_mut_ptr(), exp_f64(d, err));
+        }
+    }
+    let (o, c) = (out_chunks.into_remainder(), x_chunks.remainder());
+    if !c.is_empty() {
+        let mut pad = [f64::NEG_INFINITY; 4];
+        pad[..c.len()].copy_from_slice(c);
+        let mut res = [0.0f64; 4];
+        // SAFETY: `pad` and `res` hold 4 f64 each.
+        unsafe {
+            let v = _mm256_loadu_pd(pad.as_ptr());
+            let d = _mm256_sub_pd(v, hi);
+            let err = _mm256_sub_pd(sub_error_f64(v, hi, d), lo);
+            _mm256_storeu_pd(res.as_mut_ptr(), exp_f64(d, err));
+        }
+        o.copy_from_slice(&res[..c.len()]);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn horizontal_sum_f32(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn horizontal_sum_f64(v: __m256d) -> f64 {
+    let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+    _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
+}
