@@ -3,6 +3,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::simd;
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use std::fmt::Debug;
 use std::ops::{Add, Div, Mul, Neg, Sub};
@@ -273,6 +274,20 @@ pub trait Element: Copy + Send + Sync + Debug + 'static {
     /// The slice itself when the storage type is the compute type (no conversion needed).
     fn as_compute(s: &[Self]) -> Option<&[Self::Compute]>;
     fn as_compute_mut(s: &mut [Self]) -> Option<&mut [Self::Compute]>;
+    /// `dst[i] = src[i].to_compute()` (in bulk: F16C for f16 where the CPU has it).
+    #[inline(always)]
+    fn to_compute_slice(src: &[Self], dst: &mut [Self::Compute]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s.to_compute();
+        }
+    }
+    /// `dst[i] = Self::from_compute(src[i])`, likewise in bulk.
+    #[inline(always)]
+    fn from_compute_slice(src: &[Self::Compute], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_compute(s);
+        }
+    }
 }
 
 macro_rules! native_element {
@@ -320,6 +335,14 @@ macro_rules! half_element {
             #[inline(always)]
             fn as_compute_mut(_: &mut [$t]) -> Option<&mut [f32]> {
                 None
+            }
+            #[inline(always)]
+            fn to_compute_slice(src: &[$t], dst: &mut [f32]) {
+                src.convert_to_f32_slice(dst);
+            }
+            #[inline(always)]
+            fn from_compute_slice(src: &[f32], dst: &mut [$t]) {
+                dst.convert_from_f32_slice(src);
             }
         }
     };

@@ -164,7 +164,8 @@ impl<'a, T: Element> Rows<'a, T> {
                 return direct;
             }
             scratch.clear();
-            scratch.extend(raw.iter().map(|v| v.to_compute()));
+            scratch.resize(n, Default::default());
+            T::to_compute_slice(raw, scratch);
             return scratch;
         }
         scratch.clear();
@@ -252,6 +253,12 @@ impl<'a, T: Element> RowsMut<'a, T> {
             if let Some(direct) = T::as_compute_mut(raw) {
                 return (direct, false);
             }
+            // SAFETY: the same contiguous row, read (the slice above is not used again).
+            let raw = unsafe { std::slice::from_raw_parts(start.cast_const(), self.len) };
+            scratch.clear();
+            scratch.resize(self.len, Default::default());
+            T::to_compute_slice(raw, scratch);
+            return (scratch, true);
         }
         scratch.clear();
         scratch.extend((0..self.len).map(|i| {
@@ -273,6 +280,12 @@ impl<'a, T: Element> RowsMut<'a, T> {
         }
         // SAFETY: `row < n_rows`, so the start lies inside the borrowed array.
         let start = unsafe { self.ptr.offset(self.offsets.offset(row)) };
+        if self.stride == 1 || self.len == 1 {
+            // SAFETY: contiguous row inside the array; exclusive by the caller's contract.
+            let raw = unsafe { std::slice::from_raw_parts_mut(start, self.len) };
+            T::from_compute_slice(values, raw);
+            return;
+        }
         for (i, &v) in values.iter().enumerate() {
             // SAFETY: `i < len` keeps the element inside the row; exclusive access.
             unsafe { *start.offset(i as isize * self.stride) = T::from_compute(v) };
