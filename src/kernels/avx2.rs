@@ -153,12 +153,10 @@ pub fn sum_exp_f32(x: &[f32], m: f32) -> (f32, f32) {
         accumulate_f32(v0, vm, r0, c0);
         accumulate_f32(v1, vm, r1, c1);
     }
-    // The tail, padded with -inf (exp gives 0).
-    let mut pad = [f32::NEG_INFINITY; 16];
-    pad[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    for (j, lane) in pad.chunks_exact(8).enumerate() {
-        // SAFETY: `lane` holds 8 f32.
-        let v = unsafe { _mm256_loadu_ps(lane.as_ptr()) };
+    // The tail, through masked loads with -inf in the lanes past the end (exp gives 0).
+    let tail = chunks.remainder();
+    for (j, part) in tail.chunks(8).enumerate() {
+        let v = load_partial_f32(part);
         accumulate_f32(v, vm, &mut rest[j], &mut count[j]);
     }
     let count = _mm256_cvtepi32_ps(_mm256_add_epi32(count[0], count[1]));
@@ -192,11 +190,9 @@ pub fn sum_exp_f64(x: &[f64], m: f64) -> (f64, f64) {
         accumulate_f64(v[2], vm, r2, c2);
         accumulate_f64(v[3], vm, r3, c3);
     }
-    let mut pad = [f64::NEG_INFINITY; 16];
-    pad[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    for (j, lane) in pad.chunks_exact(4).enumerate() {
-        // SAFETY: `lane` holds 4 f64.
-        let v = unsafe { _mm256_loadu_pd(lane.as_ptr()) };
+    let tail = chunks.remainder();
+    for (j, part) in tail.chunks(4).enumerate() {
+        let v = load_partial_f64(part);
         accumulate_f64(v, vm, &mut rest[j], &mut count[j]);
     }
     let count = _mm256_add_epi64(
@@ -273,6 +269,38 @@ pub fn write_exp_sub_f64(x: &[f64], shift_hi: f64, shift_lo: f64, out: &mut [f64
         }
         o.copy_from_slice(&res[..c.len()]);
     }
+}
+
+/// Up to 8 f32 with -inf in the lanes past `part`'s end, without touching memory beyond it.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load_partial_f32(part: &[f32]) -> __m256 {
+    debug_assert!(part.len() <= 8);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(part.len() as i32), lane);
+    // SAFETY: the mask only enables lanes below `part.len()`.
+    let v = unsafe { _mm256_maskload_ps(part.as_ptr(), mask) };
+    _mm256_blendv_ps(
+        _mm256_set1_ps(f32::NEG_INFINITY),
+        v,
+        _mm256_castsi256_ps(mask),
+    )
+}
+
+/// f64 twin of [`load_partial_f32`] (up to 4 values).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load_partial_f64(part: &[f64]) -> __m256d {
+    debug_assert!(part.len() <= 4);
+    let lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    let mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(part.len() as i64), lane);
+    // SAFETY: the mask only enables lanes below `part.len()`.
+    let v = unsafe { _mm256_maskload_pd(part.as_ptr(), mask) };
+    _mm256_blendv_pd(
+        _mm256_set1_pd(f64::NEG_INFINITY),
+        v,
+        _mm256_castsi256_pd(mask),
+    )
 }
 
 #[inline]

@@ -114,47 +114,43 @@ fn exp_diff(a: f64, b: f64) -> f64 {
     v + v * e
 }
 
-/// `logsumexp(x) - x_t` from the statistics of the row and `x_t`, plus the probability of the
-/// target and its complement `1 - p_t`, each without cancellation.
-#[derive(Clone, Copy, Debug)]
-struct TargetTerms {
-    nll: f64,
-    p_target: f64,
-    one_minus_p_target: f64,
+/// Whether the row statistics and `x_t` take the exact path of [`target_nll`] (else IEEE
+/// arithmetic on infinities and NaN).
+#[inline(always)]
+fn all_finite<F: Real>(full: &MaxSum<F>, x_target: F) -> bool {
+    x_target.is_finite() && full.max.is_finite() && full.sum().is_finite()
 }
 
+/// `logsumexp(x) - x_t` from the statistics of the row and `x_t`, without cancellation.
 #[inline(always)]
-fn target_terms<F: Real>(full: MaxSum<F>, x_target: F) -> TargetTerms {
+fn target_nll<F: Real>(full: MaxSum<F>, x_target: F) -> f64 {
     let (m, xt) = (full.max.to_f64(), x_target.to_f64());
-    let sum = full.sum();
-    if xt.is_finite() && m.is_finite() && sum.is_finite() {
-        if xt == m && full.count == 1.0 {
-            // The target is the unique maximum and `rest` is the sum over the other classes
-            // (each difference carried exactly): loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
-            let s = full.rest;
-            TargetTerms {
-                nll: s.ln_1p(),
-                p_target: 1.0 / (1.0 + s),
-                one_minus_p_target: s / (1.0 + s),
-            }
-        } else {
-            // log(sum) >= log(2) or m - x_t > 0: two non-negative terms, no cancellation.
-            let e = exp_diff(xt, m);
-            TargetTerms {
-                nll: (m - xt) + sum.ln(),
-                p_target: e / sum,
-                one_minus_p_target: (full.count + (full.rest - e)) / sum,
-            }
-        }
+    if !all_finite(&full, x_target) {
+        full.log_sum_exp() - xt
+    } else if xt == m && full.count == 1.0 {
+        // The target is the unique maximum and `rest` is the sum over the other classes
+        // (each difference carried exactly): loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
+        full.rest.ln_1p()
     } else {
-        // NaN or infinities: plain IEEE arithmetic on logsumexp - x_t.
-        let nll = full.log_sum_exp() - xt;
+        // log(sum) >= log(2) or m - x_t > 0: two non-negative terms.
+        (m - xt) + full.sum().ln()
+    }
+}
+
+/// The probability of the target and its complement `(p_t, 1 - p_t)`, each without
+/// cancellation (for the gradient); `nll` is [`target_nll`].
+#[inline(always)]
+fn target_probabilities<F: Real>(full: MaxSum<F>, x_target: F, nll: f64) -> (f64, f64) {
+    let (m, xt, sum) = (full.max.to_f64(), x_target.to_f64(), full.sum());
+    if !all_finite(&full, x_target) {
         let p = (-nll).exp();
-        TargetTerms {
-            nll,
-            p_target: p,
-            one_minus_p_target: 1.0 - p,
-        }
+        (p, 1.0 - p)
+    } else if xt == m && full.count == 1.0 {
+        let s = full.rest;
+        (1.0 / (1.0 + s), s / (1.0 + s))
+    } else {
+        let e = exp_diff(xt, m);
+        (e / sum, (full.count + (full.rest - e)) / sum)
     }
 }
 
@@ -247,19 +243,20 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             let t = t as usize;
             let row = self.x.row(r, &mut scratch);
             let full = max_sum::<E::Compute, FMA>(row);
-            let terms = target_terms(full, row[t]);
+            let nll = target_nll(full, row[t]);
             let w_t = self.options.weight_of(t);
             let loss = if eps == 0.0 {
-                w_t * terms.nll
+                w_t * nll
             } else {
                 let spread = smoothing_sum(row, full, self.options.weight);
-                (1.0 - eps) * w_t * terms.nll + smooth * spread
+                (1.0 - eps) * w_t * nll + smooth * spread
             };
             *o = E::Compute::from_f64(loss);
             total.add(loss, w_t);
             if let Some(g) = self.grad {
                 // d/dx_c = (1-eps) w_t (p_c - [c = t]) + (eps/C) (W p_c - w_c), times scale.
                 let scale = g.scale();
+                let (p_t, one_minus_p_t) = target_probabilities(full, row[t], nll);
                 // Without smoothing the other classes' weights play no part (a NaN weight of a
                 // class no sample targets must not reach the gradient).
                 let (spread, spread_t) = if smooth == 0.0 {
@@ -267,12 +264,12 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
                 } else {
                     (
                         smooth * self.weight_sum,
-                        smooth * (self.weight_sum * terms.p_target - w_t),
+                        smooth * (self.weight_sum * p_t - w_t),
                     )
                 };
                 let a = E::Compute::from_f64(scale * ((1.0 - eps) * w_t + spread));
                 let b = E::Compute::from_f64(scale * smooth);
-                let g_t = scale * (spread_t - (1.0 - eps) * w_t * terms.one_minus_p_target);
+                let g_t = scale * (spread_t - (1.0 - eps) * w_t * one_minus_p_t);
                 // SAFETY: each row is written by exactly one block.
                 unsafe {
                     let (dst, copied) = g.rows.row_mut(r, &mut grad_scratch);

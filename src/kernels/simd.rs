@@ -89,18 +89,35 @@ pub fn exp_sub<F: Real, const FMA: bool>(x: F, m_hi: F, m_lo: F) -> F {
 /// Largest element; NaN elements are skipped (the sum pass propagates them).
 #[inline(always)]
 pub fn max_of<F: Real>(x: &[F]) -> F {
-    let mut acc = [F::NEG_INFINITY; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for j in 0..LANES {
-            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+    #[inline(always)]
+    fn larger<F: Real>(a: F, b: F) -> F {
+        if b > a {
+            b
+        } else {
+            a
         }
     }
     let mut m = F::NEG_INFINITY;
-    for &v in chunks.remainder().iter().chain(acc.iter()) {
-        if v > m {
-            m = v;
+    let mut chunks = x.chunks_exact(LANES);
+    if x.len() >= LANES {
+        let mut acc = [F::NEG_INFINITY; LANES];
+        for c in &mut chunks {
+            for j in 0..LANES {
+                acc[j] = larger(acc[j], c[j]);
+            }
         }
+        // A tree of lane maxima (the lanes hold no NaN).
+        let mut width = LANES / 2;
+        while width > 0 {
+            for j in 0..width {
+                acc[j] = larger(acc[j], acc[j + width]);
+            }
+            width /= 2;
+        }
+        m = acc[0];
+    }
+    for &v in chunks.remainder() {
+        m = larger(m, v);
     }
     m
 }
