@@ -9,7 +9,7 @@ use super::error::KernelError;
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::simd::{weighted_gap_sum, Isa};
-use super::softmax::{max_sum, run_rows, softmax_from_stats, MaxSum, RowKernel};
+use super::softmax::{max_sum, run_rows, softmax_from_stats, split_row_stats, MaxSum, RowKernel};
 use std::ops::Range;
 
 pub use super::binary::{binary, softplus, Binary, BinaryInputs};
@@ -210,6 +210,8 @@ struct CrossEntropyIndex<'r, 'a, E: Element> {
     options: ClassOptions<'r, E::Compute>,
     weight_sum: f64,
     grad: Option<Grad<'r, 'a, E>>,
+    /// Row statistics computed beforehand (few long rows), see `split_row_stats`.
+    stats: Option<&'r [MaxSum<E::Compute>]>,
 }
 
 impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
@@ -242,7 +244,10 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             // Checked by `check_targets` before the rows are read.
             let t = t as usize;
             let row = self.x.row(r, &mut scratch);
-            let full = max_sum::<E::Compute, FMA>(row);
+            let full = match self.stats {
+                Some(all) => all[r],
+                None => max_sum::<E::Compute, FMA>(row),
+            };
             let nll = target_nll(full, row[t]);
             let w_t = self.options.weight_of(t);
             let loss = if eps == 0.0 {
@@ -315,12 +320,14 @@ pub fn cross_entropy_index<E: Element>(
         assert_eq!(w.len(), x.len());
     }
     let denominator = check_targets(targets, x.len(), &options)?;
+    let stats = split_row_stats(isa, x);
     let kernel = CrossEntropyIndex {
         x,
         targets,
         options,
         weight_sum: options.weight_sum(x.len()),
         grad: grad.map(|g| Grad::new(g, denominator)),
+        stats: stats.as_deref(),
     };
     total_of(run_rows(isa, &kernel, out, x.len()))
 }

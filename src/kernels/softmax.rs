@@ -1,7 +1,7 @@
 //! Row statistics (max and sum of exponentials) and the softmax family built on them:
 //! log_softmax, softmax, logsumexp, plus entropy and KL divergence.
 
-use super::parallel::{map_blocks_with_output, rows_per_block};
+use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::simd::{dispatch, max_of, write_log_softmax, Isa, SimdTask};
@@ -282,7 +282,49 @@ pub fn softmax_in_place<E: Element>(isa: Isa, rows: &RowsMut<'_, E>, log: bool) 
     run_rows(isa, &SoftmaxInPlace { rows, log }, &mut unit, rows.len());
 }
 
-struct LogSumExp<'r, 'a, E>(&'r Rows<'a, E>);
+/// Rows at least this long, in arrays of fewer than [`SPLIT_MAX_ROWS`] rows, have their
+/// statistics computed in fixed segments of [`SEGMENT`] elements on all threads. The choice
+/// depends on the shape alone, so results stay the same for any number of threads.
+const SPLIT_MIN_LEN: usize = 1 << 16;
+const SPLIT_MAX_ROWS: usize = 16;
+const SEGMENT: usize = 1 << 15;
+
+struct SegmentStats<'a, F>(&'a [F]);
+
+impl<F: Real> SimdTask for SegmentStats<'_, F> {
+    type Output = MaxSum<F>;
+    #[inline(always)]
+    fn run<const FMA: bool>(self) -> MaxSum<F> {
+        max_sum::<F, FMA>(self.0)
+    }
+}
+
+/// The statistics of every row, computed segment by segment in parallel, when there are too
+/// few rows to keep every thread busy (see [`SPLIT_MIN_LEN`]); else `None`.
+pub fn split_row_stats<E: Element>(isa: Isa, x: &Rows<'_, E>) -> Option<Vec<MaxSum<E::Compute>>> {
+    let (n_rows, len) = (x.n_rows(), x.len());
+    if n_rows >= SPLIT_MAX_ROWS || len < SPLIT_MIN_LEN {
+        return None;
+    }
+    let segments = len.div_ceil(SEGMENT);
+    let parts = map_blocks(n_rows * segments, 1, n_rows * len, |block| {
+        let (r, s) = (block.start / segments, block.start % segments);
+        let mut scratch = Vec::new();
+        let cols = s * SEGMENT..((s + 1) * SEGMENT).min(len);
+        dispatch(isa, SegmentStats(x.segment(r, cols, &mut scratch)))
+    });
+    Some(
+        parts
+            .chunks(segments)
+            .map(|row| row.iter().fold(MaxSum::EMPTY, |acc, &part| acc.merge(part)))
+            .collect(),
+    )
+}
+
+struct LogSumExp<'r, 'a, E: Element> {
+    x: &'r Rows<'a, E>,
+    stats: Option<&'r [MaxSum<E::Compute>]>,
+}
 
 impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
     type PerRow = E::Compute;
@@ -291,7 +333,10 @@ impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
         let mut scratch = Vec::new();
         for (r, o) in rows.zip(out) {
-            let stats = max_sum::<E::Compute, FMA>(self.0.row(r, &mut scratch));
+            let stats = match self.stats {
+                Some(all) => all[r],
+                None => max_sum::<E::Compute, FMA>(self.x.row(r, &mut scratch)),
+            };
             *o = E::Compute::from_f64(stats.log_sum_exp());
         }
     }
@@ -300,7 +345,12 @@ impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
 /// `out[r] = log(Σ exp(x[r]))` for every row.
 pub fn logsumexp<E: Element>(isa: Isa, x: &Rows<'_, E>, out: &mut [E::Compute]) {
     assert_eq!(x.n_rows(), out.len());
-    run_rows(isa, &LogSumExp(x), out, x.len());
+    let stats = split_row_stats(isa, x);
+    let kernel = LogSumExp {
+        x,
+        stats: stats.as_deref(),
+    };
+    run_rows(isa, &kernel, out, x.len());
 }
 
 /// `-p log p` as `scipy.special.entr`: 0 at 0, `-inf` below 0, NaN for NaN.
@@ -405,6 +455,28 @@ mod tests {
     fn lse_exact(x: &[f64]) -> f64 {
         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+    }
+
+    #[test]
+    fn few_long_rows_are_split_the_same_way_for_any_thread_count() {
+        let x = ndarray::Array2::from_shape_fn((2, 200_003), |(r, c)| {
+            ((c * 7919 + r * 31) % 1000) as f32 * 0.01 - 5.0
+        })
+        .into_dyn();
+        let rows = Rows::new(x.view(), 1);
+        let mut results = Vec::new();
+        for threads in [1, 2, 3] {
+            super::super::parallel::set_num_threads(threads);
+            let mut out = vec![0.0f32; 2];
+            logsumexp(Isa::detect(), &rows, &mut out);
+            results.push(out);
+        }
+        assert!(results.iter().all(|r| r == &results[0]));
+        for (r, &got) in results[0].iter().enumerate() {
+            let row = x.index_axis(ndarray::Axis(0), r);
+            let exact = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+            assert!((got as f64 - exact).abs() <= exact.abs() * 2.0 * f32::EPSILON as f64);
+        }
     }
 
     #[test]
