@@ -453,6 +453,8 @@ def test_numpy_integer_axis_accepted(mod, name, args, arg):
         ("2", TypeError),
         (None, TypeError),
         (True, TypeError),
+        (np.bool_(True), TypeError),
+        (np.timedelta64(2, "s"), TypeError),  # an np.integer subclass
     ],
 )
 def test_set_num_threads_invalid(mod, n, exc):

@@ -23,7 +23,9 @@ __all__ = [
     "as_weight",
     "binary_args",
     "binary_probs_out_of_range",
+    "broadcast",
     "broadcastable_to_input",
+    "cast",
     "check_eps",
     "check_ignore_index",
     "check_keepdims",
@@ -41,8 +43,21 @@ __all__ = [
 
 _FLOAT64 = np.dtype(np.float64)
 _FLOAT32 = np.dtype(np.float32)
-_KEPT_FLOATS = (np.dtype(np.float16), _FLOAT32, _FLOAT64)
-_INT64_MAX = np.iinfo(np.int64).max
+_KEPT_FLOATS = frozenset((np.dtype(np.float16), _FLOAT32, _FLOAT64))  # native byte order
+_INT64 = np.dtype(np.int64)
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_EPS = {_FLOAT32: float(np.finfo(np.float32).eps), _FLOAT64: float(np.finfo(np.float64).eps)}
+_SCALAR_TYPES = {_FLOAT32: np.float32, _FLOAT64: np.float64}
+# np.float32(value) is slow (~0.3 us); with NumPy 2's promotion (NEP 50) -0.0 + value rounds
+# value to float32 once and is exactly that (-0.0 + v is v for every v, zeros' signs included).
+_FLOAT32_NEG_ZERO = np.float32(-0.0)
+_FAST_FLOAT32 = type(_FLOAT32_NEG_ZERO + 0.5) is np.float32
+_COMPUTE_DTYPES: dict[Any, np.dtype] = {
+    np.dtype(np.float16): _FLOAT32,
+    _FLOAT32: _FLOAT32,
+    _FLOAT64: _FLOAT64,
+}
 #: The most dimensions an input may have (rust-numpy's limit; NumPy 2 allows 64).
 MAX_DIMS = 32
 #: The most threads ``set_num_threads`` accepts.
@@ -50,7 +65,22 @@ MAX_THREADS = 1 << 16
 
 
 def _is_bfloat16(dtype: np.dtype) -> bool:
-    return dtype.name == "bfloat16"
+    # Not dtype.name: slow (computed in Python), and a byte-swapped bfloat16 has none.
+    return dtype.type.__name__ == "bfloat16"
+
+
+def cast(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a`` as ``dtype`` (``a`` itself if it is already); values beyond the range of ``dtype``
+    become infinite without a warning (the intended value)."""
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
+
+
+def broadcast(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.broadcast_to(a, shape)``, or ``a`` itself if it has that shape already."""
+    return a if a.shape == shape else np.broadcast_to(a, shape)
 
 
 def as_float_array(x: Any, name: str) -> np.ndarray:
@@ -59,6 +89,13 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     float16, float32, float64 and bfloat16 are kept; bool, integer and other float widths
     become float64. complex, object, string, void and datetime dtypes are a ``TypeError``.
     """
+    if (
+        type(x) is np.ndarray
+        and x.dtype in _KEPT_FLOATS  # native byte order: a byte-swapped dtype is not equal
+        and x.flags.aligned
+        and x.ndim <= MAX_DIMS
+    ):
+        return x  # the common case: nothing to check or convert
     try:
         a = np.asarray(x)
     except ValueError as exc:  # e.g. a ragged nested list
@@ -66,15 +103,14 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     if a.ndim > MAX_DIMS:
         raise ValueError(f"{name}: {a.ndim} dimensions; at most {MAX_DIMS} are supported")
     dtype = a.dtype
-    if not _is_bfloat16(dtype.newbyteorder("=")):  # a byte-swapped bfloat16 has no name
-        if dtype.kind not in "biuf":
+    if dtype.kind not in "biuf":
+        if not _is_bfloat16(dtype):
             raise TypeError(
                 f"{name}: unsupported dtype {dtype}; expected a real floating, integer or bool "
                 "array"
             )
-        if a.dtype.newbyteorder("=") not in _KEPT_FLOATS:
-            with np.errstate(over="ignore"):  # longdouble beyond float64's range becomes inf
-                a = a.astype(np.float64)
+    elif dtype.newbyteorder("=") not in _KEPT_FLOATS:
+        a = cast(a, _FLOAT64)  # longdouble beyond float64's range becomes inf
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
     if not a.flags.aligned:  # the kernels read whole elements
@@ -84,7 +120,10 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
 
 def compute_dtype(dtype: Any) -> np.dtype:
     """The precision of the arithmetic: float64 for float64, float32 for everything narrower."""
-    return _FLOAT64 if np.dtype(dtype) == _FLOAT64 else _FLOAT32
+    computed = _COMPUTE_DTYPES.get(dtype)  # the common case, faster than ==
+    if computed is not None:
+        return computed
+    return _FLOAT64 if dtype == _FLOAT64 else _FLOAT32  # dtype == converts a type or name
 
 
 def _as_int(value: Any, name: str, what: str = "an integer") -> int:
@@ -98,6 +137,8 @@ def _as_int(value: Any, name: str, what: str = "an integer") -> int:
 
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     """The non-negative axis; ``numpy.exceptions.AxisError`` when out of range."""
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, checked
+        return axis % ndim
     ax = _as_int(axis, name)
     if not -ndim <= ax < ndim:
         raise AxisError(ax, ndim, None if name == "axis" else name)
@@ -122,6 +163,8 @@ def _as_real(value: Any, name: str) -> float:
 
 
 def check_label_smoothing(value: Any) -> float:
+    if type(value) is float and 0.0 <= value <= 1.0:  # the common case, checked
+        return value
     e = _as_real(value, "label_smoothing")
     if not 0.0 <= e <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing: expected a float in [0, 1], got {e}")
@@ -129,14 +172,18 @@ def check_label_smoothing(value: Any) -> float:
 
 
 def check_keepdims(value: Any) -> bool:
+    if type(value) is bool:  # the common case
+        return value
     if not isinstance(value, (bool, np.bool_, int, np.integer)):
         raise TypeError(f"keepdims: expected a bool, got {type(value).__name__}")
     return bool(value)
 
 
 def check_ignore_index(value: Any) -> int:
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:  # the common case, checked
+        return value
     i = _as_int(value, "ignore_index")
-    if not -_INT64_MAX - 1 <= i <= _INT64_MAX:
+    if not _INT64_MIN <= i <= _INT64_MAX:
         raise ValueError(f"ignore_index: {i} does not fit in a signed 64-bit integer")
     return i
 
@@ -167,13 +214,13 @@ def as_target(
                 f"{name}: shape {t.shape} does not match {batch}, the shape of logits without "
                 f"axis {axis} (logits shape {x.shape})"
             )
-        if t.dtype.kind == "u" and t.dtype.itemsize >= 8 and t.size and t.max() > _INT64_MAX:
+        if kind == "u" and t.dtype.itemsize >= 8 and t.size and t.max() > _INT64_MAX:
             pos = first_position(t > _INT64_MAX)
             raise ValueError(
                 f"{name}: class index {int(t[pos])} at position {pos} is out of range for "
                 f"{x.shape[axis]} classes (it does not fit in a signed 64-bit integer)"
             )
-        return "index", t.astype(np.int64, copy=False)
+        return "index", t if t.dtype == _INT64 else t.astype(_INT64)
     if kind not in "bf" and not _is_bfloat16(t.dtype):
         raise TypeError(
             f"{name}: unsupported dtype {t.dtype}; expected an integer array of class indices "
@@ -186,9 +233,9 @@ def as_target(
         )
     t = as_float_array(t, name)
     if x.dtype in (_FLOAT32, _FLOAT64):
-        t = t.astype(x.dtype, copy=False)
+        t = cast(t, x.dtype)  # beyond float32's range: inf, as intended
     elif t.dtype != x.dtype:  # half-precision logits: keep matching halves, else compute dtype
-        t = t.astype(np.float32, copy=False)
+        t = cast(t, _FLOAT32)
     return "probs", t
 
 
@@ -238,17 +285,26 @@ def broadcastable_to_input(arr: Any, x_shape: tuple[int, ...], name: str) -> np.
 
 def finish_reduction(total: float, denominator: float, reduction: str, dtype: Any) -> np.generic:
     """The scalar result of a ``"sum"`` or ``"mean"`` reduction, IEEE division (0/0 is nan)."""
-    scalar_type = np.dtype(dtype).type
-    with np.errstate(all="ignore"):
-        if reduction == "sum":
-            return scalar_type(total)
-        return scalar_type(np.float64(total) / np.float64(denominator))
+    scalar_type = _SCALAR_TYPES.get(dtype) or np.dtype(dtype).type
+    if reduction == "sum":
+        value = float(total)
+    elif denominator:
+        value = float(total) / float(denominator)  # IEEE, as np.float64's division
+    else:  # x / 0 is +-inf or nan, silently
+        with np.errstate(all="ignore"):
+            return scalar_type(np.float64(total) / np.float64(denominator))
+    if scalar_type is np.float64:
+        return np.float64(value)
+    if scalar_type is np.float32 and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+        return _FLOAT32_NEG_ZERO + value if _FAST_FLOAT32 else np.float32(value)
+    with np.errstate(all="ignore"):  # beyond the dtype's range: inf, silently
+        return scalar_type(value)
 
 
 def check_eps(eps: Any, dtype: Any) -> float:
     """The clipping bound of ``categorical_cross_entropy``: default ``finfo(dtype).eps``."""
     if eps is None:
-        return float(np.finfo(dtype).eps)
+        return _EPS[dtype] if dtype in _EPS else float(np.finfo(dtype).eps)
     bound = _as_real(eps, "eps")
     if not 0.0 <= bound < 0.5:  # also rejects NaN
         raise ValueError(f"eps: expected a float in [0, 0.5), got {bound}")
@@ -256,7 +312,9 @@ def check_eps(eps: Any, dtype: Any) -> float:
 
 
 def check_num_threads(n: Any) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+    # np.timedelta64 is an np.integer, and bool an int: neither is a number of threads.
+    excluded = (bool, np.bool_, np.timedelta64)
+    if isinstance(n, excluded) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"n: expected a positive integer, got {type(n).__name__}")
     if not 1 <= n <= MAX_THREADS:
         raise ValueError(f"n: expected a positive integer of at most {MAX_THREADS}, got {n}")
@@ -284,7 +342,7 @@ def class_args(
     e = check_label_smoothing(label_smoothing)
     ignore_index = check_ignore_index(ignore_index)
     kind, t = as_target(target, xa, ax)
-    w = as_weight(weight, xa.shape[ax], compute_dtype(xa.dtype))
+    w = None if weight is None else as_weight(weight, xa.shape[ax], compute_dtype(xa.dtype))
     return xa, ax, reduction, e, ignore_index, kind, t, w
 
 
@@ -310,7 +368,7 @@ def kl_args(p: Any, q: Any, axis: Any) -> tuple[np.ndarray, np.ndarray, int]:
     """``(p, q, axis)`` with ``p`` and ``q`` broadcast (views) to one shape and one dtype."""
     pa, qa = as_float_array(p, "p"), as_float_array(q, "q")
     try:
-        shape = np.broadcast_shapes(pa.shape, qa.shape)
+        shape = pa.shape if pa.shape == qa.shape else np.broadcast_shapes(pa.shape, qa.shape)
     except (ValueError, RuntimeError):  # RuntimeError: more dimensions than NumPy broadcasts
         raise ValueError(
             f"q: shape {qa.shape} cannot be broadcast with {pa.shape}, the shape of p"
@@ -320,5 +378,4 @@ def kl_args(p: Any, q: Any, axis: Any) -> tuple[np.ndarray, np.ndarray, int]:
         dtype = pa.dtype if pa.dtype == qa.dtype else np.promote_types(pa.dtype, qa.dtype)
     except TypeError:  # float16 with bfloat16: no common NumPy dtype, float32 holds both
         dtype = _FLOAT32
-    pb, qb = (np.broadcast_to(a.astype(dtype, copy=False), shape) for a in (pa, qa))
-    return pb, qb, ax
+    return broadcast(cast(pa, dtype), shape), broadcast(cast(qa, dtype), shape), ax

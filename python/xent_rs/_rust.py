@@ -32,10 +32,18 @@ def _batch_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
     return shape[:axis] + shape[axis + 1 :]
 
 
-def _losses_out(reduction: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-    """The per-sample output of ``reduction="none"`` (allocated here: an impossible size is
-    NumPy's ``MemoryError``), flat for the kernels."""
-    return np.empty(math.prod(shape), dtype) if reduction == "none" else None
+def _losses_out(
+    reduction: str, xa: np.ndarray, axis: int | None
+) -> tuple[np.ndarray | None, tuple[int, ...], np.dtype]:
+    """``(out, shape, dtype)``: the per-sample output of ``reduction="none"``, flat for the
+    kernels (allocated here: an impossible size is NumPy's ``MemoryError``), else None; the
+    per-sample shape (``xa``'s without ``axis``; only computed for ``"none"``); the compute
+    dtype of ``xa``."""
+    dtype = _args.compute_dtype(xa.dtype)
+    if reduction != "none":
+        return None, (), dtype
+    shape = xa.shape if axis is None else _batch_shape(xa.shape, axis)
+    return np.empty(math.prod(shape), dtype), shape, dtype
 
 
 def _finish(
@@ -66,9 +74,9 @@ def _check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.strides == b.strides
+    return a is b or (
+        a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
     )
 
 
@@ -77,14 +85,19 @@ def _softmax(x: npt.ArrayLike, axis: Any, out: Any, log: bool) -> np.ndarray:
     ax = _args.normalize_axis(axis, xa.ndim)
     if out is None:
         result = np.empty(xa.shape, xa.dtype)
-        _native.softmax_into(xa, result, ax, log)
+        if xa.size:
+            _native.softmax_into(xa, result, ax, log)
         return result
     out = _check_out(out, xa.shape, xa.dtype)
+    if not xa.size:
+        # Nothing to compute. (Two empty views of one buffer never share memory for NumPy, but
+        # rust-numpy would refuse to borrow them together.)
+        return out
     contiguous = out.flags.c_contiguous or out.flags.f_contiguous
-    if contiguous and _same_memory(out, xa):
-        _native.softmax_in_place(out, ax, log)
-    elif contiguous and not np.may_share_memory(out, xa):
+    if contiguous and not np.may_share_memory(out, xa):  # (the same memory does share)
         _native.softmax_into(xa, out, ax, log)
+    elif contiguous and _same_memory(out, xa):
+        _native.softmax_in_place(out, ax, log)
     else:  # partial overlap or a strided out=: compute aside, then copy
         result = np.empty(xa.shape, xa.dtype)
         _native.softmax_into(xa, result, ax, log)
@@ -106,11 +119,12 @@ def _per_row(
     kernel: Callable[..., None], arrays: tuple[np.ndarray, ...], axis: int, keepdims: bool
 ) -> Loss:
     """``kernel(*arrays, axis, out)`` into a new array of the rows' compute dtype and shape."""
-    shape = _batch_shape(arrays[0].shape, axis)
-    out = np.empty(math.prod(shape), _args.compute_dtype(arrays[0].dtype))
+    out, shape, _ = _losses_out("none", arrays[0], axis)
+    assert out is not None
     kernel(*arrays, axis, out)
-    result = out.reshape(shape)
-    return np.expand_dims(result, axis) if keepdims else result[()]
+    if keepdims:
+        return out.reshape((*shape[:axis], 1, *shape[axis:]))
+    return out.reshape(shape) if shape else out[0]  # one row: a NumPy scalar
 
 
 @_documented_by(reference.logsumexp)
@@ -134,12 +148,15 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> Loss:
 
 
 # --------------------------------------------------------------------------- losses over classes
-def _native_target(kind: str, t: np.ndarray, xa: np.ndarray) -> np.ndarray:
+def _native_target(kind: str, t: np.ndarray) -> np.ndarray:
     """Index targets as flat contiguous int64; probability targets as ``as_target`` gives them
     (the input's dtype, or float32 for half-precision inputs), read in place."""
-    if kind == "index":
-        return np.require(t, np.int64, ["C", "A"]).reshape(-1)  # contiguous and aligned
-    return t
+    if kind != "index":
+        return t
+    flags = t.flags
+    if not (flags.c_contiguous and flags.aligned):  # as_target gives int64
+        t = np.require(t, np.int64, ["C", "A"])
+    return t if t.ndim == 1 else t.reshape(-1)
 
 
 def _cross_entropy(
@@ -156,11 +173,10 @@ def _cross_entropy(
         logits, target, axis, weight, ignore_index, reduction, "logits", label_smoothing
     )
     grad = np.empty(xa.shape, xa.dtype) if with_grad else None
-    shape, dtype = _batch_shape(xa.shape, ax), _args.compute_dtype(xa.dtype)
-    per_row = _losses_out(reduction, shape, dtype)
+    per_row, shape, dtype = _losses_out(reduction, xa, ax)
     total, denominator = _native.cross_entropy(
         xa,
-        _native_target(kind, t, xa),
+        _native_target(kind, t),
         ax,
         w,
         ignore_index,
@@ -220,11 +236,10 @@ def _picked(
     xa, ax, reduction, _, ignore_index, kind, t, w = _args.class_args(
         x, target, axis, weight, ignore_index, reduction, name
     )
-    shape, dtype = _batch_shape(xa.shape, ax), _args.compute_dtype(xa.dtype)
+    per_row, shape, dtype = _losses_out(reduction, xa, ax)
     bound = _args.check_eps(eps, dtype) if clip else None
-    per_row = _losses_out(reduction, shape, dtype)
     total, denominator = _native.picked_loss(
-        xa, _native_target(kind, t, xa), ax, w, ignore_index, bound, per_row
+        xa, _native_target(kind, t), ax, w, ignore_index, bound, per_row
     )
     return _finish(per_row, total, denominator, reduction, shape, dtype)
 
@@ -268,30 +283,30 @@ def _binary(
     xa, ta, w, pw, reduction = _args.binary_args(x, target, weight, pos_weight, reduction, name)
     # The kernels read rows along the last axis: give 0-d inputs one.
     like = xa.reshape(1) if xa.ndim == 0 else xa
-    # Targets and weights share one dtype: the input's, or its compute dtype (float32 for
-    # half-precision inputs with wider targets or weights, which then keep their precision).
-    given = [a for a in (ta, w, pw) if a is not None]
-    same = all(a.dtype == xa.dtype for a in given)
-    companion = xa.dtype if same else _args.compute_dtype(xa.dtype)
-
-    def in_companion_dtype(a: np.ndarray | None) -> np.ndarray | None:
-        """Cast before broadcasting, so that no copy of the input's size is made."""
-        if a is None:
-            return None
-        with np.errstate(over="ignore"):  # beyond the companion's range: inf, as intended
-            return np.broadcast_to(a.astype(companion, copy=False), like.shape)
-
-    dtype = _args.compute_dtype(xa.dtype)
-    per = _losses_out(reduction, xa.shape, dtype)
+    # Targets and weights share one dtype: the input's, else its compute dtype, or float64
+    # when one of them is float64 (the kernel computes in f64: wider values keep their precision).
+    per, shape, dtype = _losses_out(reduction, xa, None)
+    companion = xa.dtype
+    if not (w is None and pw is None and ta.dtype == companion):  # else the common case
+        companions = [a.dtype for a in (ta, w, pw) if a is not None]
+        if not all(c == xa.dtype for c in companions):
+            wide = any(c == np.float64 for c in companions)
+            companion = np.dtype(np.float64) if wide else dtype
     total, count = _native.binary_loss(
         like,
-        in_companion_dtype(ta),
-        in_companion_dtype(w),
-        in_companion_dtype(pw),
+        _companion(ta, companion, like.shape),
+        None if w is None else _companion(w, companion, like.shape),
+        None if pw is None else _companion(pw, companion, like.shape),
         name == "logits",
         per,
     )
-    return _finish(per, total, count, reduction, xa.shape, dtype)
+    return _finish(per, total, count, reduction, shape, dtype)
+
+
+def _companion(a: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Cast before broadcasting, so that no copy of the input's size is made; beyond the
+    companion dtype's range: inf, as intended."""
+    return _args.broadcast(_args.cast(a, dtype), shape)
 
 
 @_documented_by(reference.binary_cross_entropy)

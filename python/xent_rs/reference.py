@@ -637,7 +637,8 @@ def binary_cross_entropy(
     100.69314718055995
     """
     p, t, w, _, reduction = _args.binary_args(probs, target, weight, None, reduction, "probs")
-    bad = (p < 0) | (p > 1)
+    with np.errstate(invalid="ignore"):  # NaN compares False (bfloat16 comparisons warn)
+        bad = (p < 0) | (p > 1)
     if bad.any():
         pos = _args.first_position(bad)
         raise _args.binary_probs_out_of_range("probs", p[pos], pos)
