@@ -8,10 +8,15 @@ times a *floor*: what the machine needs to merely read the inputs (reductions), 
 (functions that return an array of the input's size), or make a trivial NumPy call (call
 overhead); an implementation's time over the floor's is its ``xfloor`` column. On the way,
 every peer's result is checked against xent_rs's: a disagreement prints a warning row.
+
+Two cases measure something else: ``threads`` times xent_rs alone at 1 thread and at its
+thread count, round-robin, and reports the speedup; ``memory`` reports the extra peak resident
+memory of one call (Linux only: ``/proc/self/clear_refs`` resets the peak, ``VmHWM``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import importlib.util
@@ -47,6 +52,11 @@ PROBE_FRACTION = 16  # the prediction times the reference on 1/16 of the rows
 MIN_SAMPLE_S = {True: 0.003, False: 0.01}  # one timed sample lasts at least this (quick, full)
 PEER_ORDER = ("xent_rs", "numpy", "scipy", "torch", "jax")
 TIMES = "\u00d7"  # the multiplication sign of the "xfloor" column
+IMPL_WIDTH = 7  # the table's impl column (wider when the threads case names "16 threads")
+CLEAR_REFS = "/proc/self/clear_refs"  # writing "5" resets the peak RSS (VmHWM), Linux >= 4.0
+PROC_STATUS = "/proc/self/status"  # VmRSS and VmHWM, in KiB
+PEAK_RESET_SLACK_KIB = 1024  # VmHWM over VmRSS right after a reset: the reset did not work
+MIB = 1 << 20
 
 
 class BenchError(Exception):
@@ -315,6 +325,11 @@ def _bce_impls(d: Data, peers: Peers) -> dict[str, Fn]:
     return impls
 
 
+def _ce_memory_impls(d: Data, peers: Peers) -> dict[str, Fn]:
+    """``cross_entropy`` by xent_rs, the NumPy reference and PyTorch (whose peak memory counts)."""
+    return _ce_impls(d, Peers(torch=peers.torch))
+
+
 # --------------------------------------------------------------------------- data
 def _normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     if dtype is np.float64:
@@ -372,7 +387,10 @@ class Case:
     """One benchmark case: its data, the implementations compared and what its floor is.
 
     ``kind`` picks the floor: ``"read"`` (read every input byte once), ``"write"``
-    (``x.copy()``), ``"out"`` (``np.copyto(out, x)``) or ``"overhead"`` (``np.negative(x)``).
+    (``x.copy()``), ``"out"`` (``np.copyto(out, x)``) or ``"overhead"`` (``np.negative(x)``);
+    or what is measured instead of the peers' times: ``"threads"`` (xent_rs alone, at 1 thread
+    and at its thread count, over the read floor) or ``"memory"`` (the extra peak resident memory
+    of one call, no floor).
     """
 
     key: str
@@ -426,6 +444,11 @@ CASES: tuple[Case, ...] = (
          _make_ce(np.float16), partial(_ce_impls, upcast=True), tol=1e-2),
     Case("overhead", "call overhead {shape} cross_entropy", (8, 10), "overhead",
          _make_ce(), _ce_impls, quick_divisor=1),
+    # bitwise the same result for any thread count: tol 0
+    Case("threads", "cross_entropy f32 {shape} xent_rs 1 thread vs all", (262144, 10),
+         "threads", _make_ce(), _ce_impls, tol=0.0),
+    Case("memory", "extra peak memory cross_entropy f32 {shape} mean", (2048, 32768),
+         "memory", _make_ce(), _ce_memory_impls),
 )  # fmt: skip
 
 
@@ -475,6 +498,11 @@ class Row:
     tol: float | None = None
     warning: str | None = None
     detail: str = ""
+    threads: int | None = None  # the "threads" case: xent_rs's thread count for this row
+    speedup: float | None = None  # ... and on its last row: median 1-thread time / median time
+    peak_samples: list[int] = field(default_factory=list)  # "memory": extra peak bytes per call
+    extra_peak_mib: float | None = None  # ... their median, in MiB
+    extra_peak_pct: float | None = None  # ... and in % of the inputs' bytes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -492,6 +520,11 @@ class Row:
             "agrees": None if self.rel_err is None else self.warning is None,
             "warning": self.warning,
             "detail": self.detail,
+            "threads": self.threads,
+            "speedup_vs_1_thread": _finite(self.speedup),
+            "extra_peak_mib": _finite(self.extra_peak_mib),
+            "extra_peak_pct_of_input": _finite(self.extra_peak_pct),
+            "extra_peak_samples_mib": [s / MIB for s in self.peak_samples],
         }
 
 
@@ -500,10 +533,15 @@ class _Timed:
     row: Row
     fn: Fn
     number: int = 1
+    prepare: Fn | None = None  # called, untimed, before each sample
 
 
 def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
 def _time_calls(fn: Fn, number: int) -> float:
@@ -572,12 +610,12 @@ def _rel_err(got: Any, want: Any) -> tuple[float, str]:
     return worst / max(scale, np.finfo(np.float64).tiny), ""
 
 
-def _check(row: Row, got: Any, want: Any, tol: float) -> None:
+def _check(row: Row, got: Any, want: Any, tol: float, against: str = "xent_rs") -> None:
     err, why = _rel_err(got, want)
     row.rel_err, row.tol = err, tol
     if err > tol:
         what = why or f"max rel. error {err:.2e} > {tol:.0e}"
-        row.warning = f"{row.impl} disagrees with xent_rs: {what}"
+        row.warning = f"{row.impl} disagrees with {against}: {what}"
 
 
 def _u64_view(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -623,6 +661,58 @@ def _predict_reference(case: Case, d: Data, tol: float) -> tuple[float, Row | No
     return predicted, row
 
 
+def _timed_floor(
+    case: Case, data: Data, read_floor: Callable[..., float] | None, title: str, min_sample: float
+) -> tuple[Row, _Timed | None]:
+    """The case's floor row, and its timing (``None`` if the floor failed: no xfloor then)."""
+    floor_row = Row(case=title, key=case.key, impl="floor")
+    floor_fn = _floor(case, data, read_floor)
+    try:
+        start = time.perf_counter()
+        floor_fn()
+        floor_number = _calls_per_sample(floor_fn, time.perf_counter() - start, min_sample)
+    except Exception as exc:  # e.g. a failing read_floor: the case still runs, without xfloor
+        floor_row.status = "error"
+        floor_row.detail = _error_text(exc)
+        return floor_row, None
+    return floor_row, _Timed(floor_row, floor_fn, floor_number)
+
+
+def _round_robin(timed: Sequence[_Timed], repeat: int) -> None:
+    """``repeat`` samples of each timing, round-robin, starting one further each repetition."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for rep in range(repeat):
+            k = rep % len(timed) if timed else 0
+            for t in [*timed[k:], *timed[:k]]:
+                if t.row.status != "ok":
+                    continue
+                try:
+                    if t.prepare is not None:
+                        t.prepare()
+                    t.row.samples_s.append(_time_calls(t.fn, t.number))
+                except Exception as exc:
+                    t.row.status = "error"
+                    t.row.detail = _error_text(exc)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _summarize(timed: Sequence[_Timed], floor_row: Row, nbytes: int) -> None:
+    """Each timed row's median, GB/s over the ``nbytes`` read and time over the floor's."""
+    floor_s = statistics.median(floor_row.samples_s) if floor_row.samples_s else None
+    for t in timed:
+        r = t.row
+        r.calls_per_sample = t.number
+        if r.status != "ok" or not r.samples_s:
+            continue
+        r.median_s = statistics.median(r.samples_s)
+        r.gb_per_s = nbytes / r.median_s / 1e9 if r.median_s > 0 else None
+        r.x_floor = r.median_s / floor_s if floor_s else None
+
+
 def _run_case(
     case: Case,
     *,
@@ -638,17 +728,10 @@ def _run_case(
     rows: list[Row] = []
     timed: list[_Timed] = []
 
-    floor_row = Row(case=title, key=case.key, impl="floor")
-    floor_fn = _floor(case, data, read_floor)
+    floor_row, floor_timed = _timed_floor(case, data, read_floor, title, min_sample)
     rows.append(floor_row)
-    try:
-        start = time.perf_counter()
-        floor_fn()
-        floor_number = _calls_per_sample(floor_fn, time.perf_counter() - start, min_sample)
-        timed.append(_Timed(floor_row, floor_fn, floor_number))
-    except Exception as exc:  # e.g. a failing read_floor: the case still runs, without xfloor
-        floor_row.status = "error"
-        floor_row.detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    if floor_timed is not None:
+        timed.append(floor_timed)
 
     skipped: Row | None = None
     if not quick and nbytes >= PROBE_MIN_BYTES:
@@ -679,7 +762,7 @@ def _run_case(
             number = _calls_per_sample(fn, first, min_sample)
         except Exception as exc:
             row.status = "error"
-            row.detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            row.detail = _error_text(exc)
             if name == "xent_rs":
                 ours_failed = True
                 row.warning = f"xent_rs failed: {row.detail}"
@@ -691,35 +774,239 @@ def _run_case(
             if row.impl not in ("floor", "xent_rs") and row.status == "ok":
                 row.detail = "not checked (xent_rs failed)"
 
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for rep in range(repeat):  # round-robin, starting one further each repetition
-            k = rep % len(timed) if timed else 0
-            for t in timed[k:] + timed[:k]:
-                if t.row.status != "ok":
-                    continue
-                try:
-                    t.row.samples_s.append(_time_calls(t.fn, t.number))
-                except Exception as exc:
-                    t.row.status = "error"
-                    t.row.detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-
-    floor_s = statistics.median(floor_row.samples_s) if floor_row.samples_s else None
-    for t in timed:
-        r = t.row
-        r.calls_per_sample = t.number
-        if r.status != "ok" or not r.samples_s:
-            continue
-        r.median_s = statistics.median(r.samples_s)
-        r.gb_per_s = nbytes / r.median_s / 1e9 if r.median_s > 0 else None
-        r.x_floor = r.median_s / floor_s if floor_s else None
+    _round_robin(timed, repeat)
+    _summarize(timed, floor_row, nbytes)
     del timed, impls, data
     gc.collect()
     return rows
+
+
+def _threads_impl(n: int) -> str:
+    """The impl column of the ``threads`` case's row for ``n`` threads."""
+    return "1 thread" if n == 1 else f"{n} threads"
+
+
+def _use_threads(n: int, warm: Fn | None = None) -> None:
+    """Set xent_rs's thread count; if that changes it, call ``warm`` once (untimed), so that the
+    thread pool xent_rs then rebuilds is not timed."""
+    if xent_rs.get_num_threads() != n:
+        xent_rs.set_num_threads(n)
+        if warm is not None:
+            warm()
+
+
+def _run_threads_case(
+    case: Case,
+    *,
+    quick: bool,
+    repeat: int,
+    peers: Peers,
+    read_floor: Callable[..., float] | None,
+) -> list[Row]:
+    """xent_rs alone at 1 thread and at its current thread count ``T``, round-robin with the
+    read floor (at ``T`` threads); the last row's ``speedup`` is the 1-thread median over its
+    median. The thread count is restored afterwards, also on error."""
+    del peers  # xent_rs against itself
+    title = case.title(quick)
+    data = case.make(np.random.default_rng(0), case.shape_for(quick))
+    nbytes = sum(data[k].nbytes for k in case.inputs)
+    min_sample = MIN_SAMPLE_S[quick]
+    original = xent_rs.get_num_threads()
+    fn = case.impls(data, NO_PEERS)["xent_rs"]
+    rows: list[Row] = []
+    timed: list[_Timed] = []
+    try:
+        floor_row, floor_timed = _timed_floor(case, data, read_floor, title, min_sample)
+        rows.append(floor_row)
+        if floor_timed is not None:
+            floor_timed.prepare = partial(_use_threads, original, floor_timed.fn)
+            timed.append(floor_timed)
+        one_thread: Any = None
+        for n in dict.fromkeys((1, original)):
+            row = Row(case=title, key=case.key, impl=_threads_impl(n), threads=n)
+            rows.append(row)
+            try:
+                _use_threads(n, fn)
+                start = time.perf_counter()
+                result = fn()
+                first = time.perf_counter() - start
+                if n == 1:
+                    one_thread = _owned(result)
+                elif one_thread is not None:
+                    _check(row, _as_numpy(result), one_thread, case.tol, against="1 thread")
+                else:
+                    row.detail = "not checked (1 thread failed)"
+                del result
+                number = _calls_per_sample(fn, first, min_sample)
+            except Exception as exc:
+                row.status = "error"
+                row.detail = _error_text(exc)
+                row.warning = f"xent_rs with {row.impl} failed: {row.detail}"
+                continue
+            timed.append(_Timed(row, fn, number, prepare=partial(_use_threads, n, fn)))
+        del one_thread
+        if original == 1:
+            rows.append(
+                Row(
+                    case=title,
+                    key=case.key,
+                    impl="N threads",
+                    status="skipped",
+                    detail="xent_rs runs 1 thread here: compare with --threads 2 (or more)",
+                )
+            )
+        _round_robin(timed, repeat)
+    finally:
+        xent_rs.set_num_threads(original)
+    _summarize(timed, floor_row, nbytes)
+    single, multi = rows[1], rows[-1]
+    if multi.threads not in (None, 1) and single.median_s and multi.median_s:
+        multi.speedup = single.median_s / multi.median_s
+    del timed, fn, data
+    gc.collect()
+    return rows
+
+
+def _status_kib() -> tuple[int, int]:
+    """This process's resident memory now and its peak (``VmRSS``, ``VmHWM``), in KiB."""
+    found: dict[str, int] = {}
+    with open(PROC_STATUS, encoding="ascii", errors="replace") as fh:
+        for line in fh:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                found[name] = int(value.split()[0])
+    if len(found) != 2:
+        raise OSError(f"{PROC_STATUS} lacks VmRSS or VmHWM")
+    return found["VmRSS"], found["VmHWM"]
+
+
+def _reset_peak() -> int:
+    """Reset the peak resident memory to the current one; returns the latter (bytes)."""
+    with open(CLEAR_REFS, "w", encoding="ascii") as fh:
+        fh.write("5")
+    rss, hwm = _status_kib()
+    if hwm - rss > PEAK_RESET_SLACK_KIB:
+        raise OSError(f"writing 5 to {CLEAR_REFS} did not reset VmHWM")
+    return rss * 1024
+
+
+def _peak_memory_unavailable() -> str | None:
+    """Why the extra peak memory cannot be measured here (``None``: it can)."""
+    if not sys.platform.startswith("linux"):
+        return f"needs Linux ({CLEAR_REFS}, VmHWM); this is {sys.platform}"
+    try:
+        _reset_peak()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        return f"cannot reset the peak RSS through {CLEAR_REFS} ({why})"
+    except ValueError as exc:  # a malformed /proc/self/status
+        return f"cannot read {PROC_STATUS} ({exc})"
+    return None
+
+
+def _malloc_trim() -> Fn:
+    """glibc's ``malloc_trim(0)`` (a no-op elsewhere): hands freed heap pages back to the
+    system, so that a call reusing them does not hide its allocations from the peak RSS."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+def _extra_peak(fn: Fn, trim: Fn) -> tuple[int, float, object]:
+    """One call's peak resident memory over the resident memory before it (bytes), its time
+    (seconds) and its result."""
+    gc.collect()
+    trim()
+    before = _reset_peak()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    peak = _status_kib()[1] * 1024
+    return max(0, peak - before), seconds, result
+
+
+def _run_memory_case(
+    case: Case,
+    *,
+    quick: bool,
+    repeat: int,
+    peers: Peers,
+    read_floor: Callable[..., float] | None,
+) -> list[Row]:
+    """Each implementation's extra peak resident memory over one call: a warm-up call (checked
+    against xent_rs), then the median of ``repeat`` calls, round-robin; an implementation whose
+    call takes over ``SLOW_REFERENCE_S`` keeps its warm-up call's value instead."""
+    del read_floor  # no floor
+    title = case.title(quick)
+    why_not = _peak_memory_unavailable()
+    if why_not is not None:
+        return [Row(case=title, key=case.key, impl="all", status="skipped", detail=why_not)]
+    data = case.make(np.random.default_rng(0), case.shape_for(quick))  # allocated and written
+    nbytes = sum(data[k].nbytes for k in case.inputs)
+    trim = _malloc_trim()
+    rows: list[Row] = []
+    measured: list[tuple[Row, Fn]] = []
+    ours: Any = None
+    impls = case.impls(data, peers)
+    for name in sorted(impls, key=PEER_ORDER.index):
+        fn = impls[name]
+        row = Row(case=title, key=case.key, impl=name)
+        rows.append(row)
+        try:
+            extra, seconds, result = _extra_peak(fn, trim)
+            if name == "xent_rs":
+                ours = _owned(result)
+            elif ours is not None:
+                _check(row, _as_numpy(result), ours, case.tol)
+            else:
+                row.detail = "not checked (xent_rs failed)"
+            del result
+        except Exception as exc:
+            row.status = "error"
+            row.detail = _error_text(exc)
+            if name == "xent_rs":
+                row.warning = f"xent_rs failed: {row.detail}"
+            continue
+        if seconds > SLOW_REFERENCE_S:
+            row.peak_samples.append(extra)
+            row.detail = f"1 call measured: one takes {seconds:.1f} s"
+        else:
+            measured.append((row, fn))
+    del ours
+
+    for rep in range(repeat):
+        k = rep % len(measured) if measured else 0
+        for row, fn in [*measured[k:], *measured[:k]]:
+            if row.status != "ok":
+                continue
+            try:
+                extra, _, result = _extra_peak(fn, trim)
+                del result
+                row.peak_samples.append(extra)
+            except Exception as exc:
+                row.status = "error"
+                row.detail = _error_text(exc)
+    for row in rows:
+        if row.status == "ok" and row.peak_samples:
+            extra_bytes = statistics.median(row.peak_samples)
+            row.extra_peak_mib = extra_bytes / MIB
+            row.extra_peak_pct = 100 * extra_bytes / nbytes if nbytes else None
+    del measured, impls, data
+    gc.collect()
+    return rows
+
+
+def _runner(case: Case) -> Callable[..., list[Row]]:
+    """The function that runs ``case`` (by its ``kind``)."""
+    if case.kind == "threads":
+        return _run_threads_case
+    if case.kind == "memory":
+        return _run_memory_case
+    return _run_case
 
 
 # --------------------------------------------------------------------------- reporting
@@ -791,16 +1078,16 @@ def _machine(threads: int, native: ModuleType | None, peers: Peers) -> dict[str,
 
 
 class _Table:
-    def __init__(self, stream: TextIO, case_width: int) -> None:
+    def __init__(self, stream: TextIO, case_width: int, impl_width: int = IMPL_WIDTH) -> None:
         self.stream = stream
         encoding = getattr(stream, "encoding", None) or "ascii"
         try:
-            xf = f"{TIMES}floor"
-            xf.encode(encoding)
+            TIMES.encode(encoding)
+            self.times = TIMES
         except (UnicodeEncodeError, LookupError):
-            xf = "xfloor"
-        self.widths = (max(case_width, 4), 7, 10, 8, 8)
-        self.header = ("case", "impl", "median ms", "GB/s", xf)
+            self.times = "x"
+        self.widths = (max(case_width, 4), max(impl_width, 4), 10, 8, 8)
+        self.header = ("case", "impl", "median ms", "GB/s", f"{self.times}floor")
 
     def line(self, cells: Sequence[str]) -> None:
         cw, iw, mw, gw, fw = self.widths
@@ -811,24 +1098,40 @@ class _Table:
         self.line(self.header)
         self.line(["-" * w for w in self.widths])
 
+    def text(self, name: str, impl: str, text: str) -> None:
+        """A row of free text after the case and impl columns."""
+        cw, iw = self.widths[:2]
+        print(f"{name:<{cw}}  {impl:<{iw}}  {text}".rstrip(), file=self.stream)
+
     def case(self, rows: Sequence[Row]) -> None:
         for i, r in enumerate(rows):
             name = r.case if i == 0 else ""
-            if r.status == "ok":
+            if r.status != "ok":
+                self.text(name, r.impl, f"{r.status}: {r.detail}")
+            elif r.extra_peak_mib is not None:
+                pct = "" if r.extra_peak_pct is None else f" = {r.extra_peak_pct:.1f}% of the input"
+                note = f"  ({r.detail})" if r.detail else ""
+                self.text(name, r.impl, f"{r.extra_peak_mib:10.1f} MiB extra peak{pct}{note}")
+            else:
                 self.line(
                     (name, r.impl, _fmt_ms(r.median_s), _fmt_num(r.gb_per_s), _fmt_num(r.x_floor))
                 )
-            else:
-                print(
-                    f"{name:<{self.widths[0]}}  {r.impl:<{self.widths[1]}}  {r.status}: {r.detail}",
-                    file=self.stream,
-                )
+            if r.speedup is not None:
+                self.text("", "", f"speedup vs 1 thread: {self.times}{r.speedup:.2f}")
             if r.warning:
                 print(f"{'':<{self.widths[0]}}  !! WARNING: {r.warning}", file=self.stream)
         self.stream.flush()
 
 
-def _notes(quick: bool, repeat: int, threads: int, read_floor: bool, peers: Peers) -> list[str]:
+def _notes(
+    quick: bool,
+    repeat: int,
+    threads: int,
+    read_floor: bool,
+    peers: Peers,
+    kinds: frozenset[str] = frozenset(),
+) -> list[str]:
+    """The notes under the table; ``kinds``: the kinds of the cases run."""
     notes = [
         f"median of {repeat} repetitions; within each repetition the implementations run "
         "round-robin (rotating start); small calls are looped to >= "
@@ -861,6 +1164,20 @@ def _notes(quick: bool, repeat: int, threads: int, read_floor: bool, peers: Peer
             f"numpy is skipped where one call is predicted to take > "
             f"{SLOW_REFERENCE_S:g} s (checked on a slice of the rows instead)"
         )
+    if "threads" in kinds:
+        notes.append(
+            f"threads: xent_rs alone at 1 and at {threads} thread(s) (xent_rs.set_num_threads, "
+            "switched untimed with a warm-up call, restored afterwards), round-robin with the "
+            f"read floor at {threads}; speedup = median 1-thread time / median time; the "
+            "results must be bitwise equal"
+        )
+    if "memory" in kinds:
+        notes.append(
+            "memory: extra peak RSS of one call = VmHWM after it - VmRSS before it "
+            f"(Linux {PROC_STATUS}; VmHWM reset by writing 5 to {CLEAR_REFS} after gc and "
+            f"malloc_trim), median of {repeat} calls after a warm-up call, in MiB and % of the "
+            "input's bytes; torch: torch.nn.functional.cross_entropy on torch.from_numpy(x)"
+        )
     if xent_rs.BACKEND != "rust":
         notes.append(
             "backend is 'python': xent_rs runs the NumPy reference, so these "
@@ -869,12 +1186,16 @@ def _notes(quick: bool, repeat: int, threads: int, read_floor: bool, peers: Peer
     return notes
 
 
-def _plot(rows: Sequence[Row], path: str, title: str) -> None:
+def _plot(rows: Sequence[Row], path: str, title: str) -> bool:
+    """Write the bar chart of the peers' xfloor to ``path``; ``False`` (no file) if none."""
+    # the threads case's rows ("1 thread", ...) and the memory case's have no peer's xfloor
+    plotted = [r for r in rows if r.impl in PEER_ORDER and r.x_floor]
+    if not plotted:
+        return False
     figure_class = importlib.import_module("matplotlib.figure").Figure
-
-    cases = list(dict.fromkeys(r.case for r in rows))
-    impls = [i for i in PEER_ORDER if any(r.impl == i and r.x_floor for r in rows)]
-    value = {(r.case, r.impl): r.x_floor for r in rows if r.x_floor}
+    cases = list(dict.fromkeys(r.case for r in plotted))
+    impls = [i for i in PEER_ORDER if any(r.impl == i for r in plotted)]
+    value = {(r.case, r.impl): r.x_floor for r in plotted}
     height = 0.8 / max(1, len(impls))
     fig = figure_class(figsize=(10, 1.0 + 0.13 * len(cases) * max(2, len(impls))))
     ax = fig.add_subplot()
@@ -892,6 +1213,7 @@ def _plot(rows: Sequence[Row], path: str, title: str) -> None:
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return True
 
 
 def run(
@@ -928,17 +1250,22 @@ def run(
     native = _native_module()
     read_floor = getattr(native, "read_floor", None)
     machine = _machine(used_threads, native, peers)
-    notes = _notes(quick, repeat, used_threads, read_floor is not None, peers)
+    kinds = frozenset(c.kind for c in cases)
+    notes = _notes(quick, repeat, used_threads, read_floor is not None, peers, kinds)
     all_rows: list[Row] = []
     started = time.perf_counter()
     try:
         table: _Table | None = None
         if not as_json:
             _print_summary(out, machine, quick, repeat)
-            table = _Table(out, max(len(c.title(quick)) for c in cases))
+            impl_width = IMPL_WIDTH
+            if any(c.kind == "threads" for c in cases):  # "2 threads", or "N threads" skipped
+                impl_width = max(impl_width, len(_threads_impl(max(2, used_threads))))
+            table = _Table(out, max(len(c.title(quick)) for c in cases), impl_width)
             table.head()
         for case in cases:
-            rows = _run_case(case, quick=quick, repeat=repeat, peers=peers, read_floor=read_floor)
+            run_case = _runner(case)
+            rows = run_case(case, quick=quick, repeat=repeat, peers=peers, read_floor=read_floor)
             all_rows.extend(rows)
             if table is not None:
                 table.case(rows)
@@ -988,13 +1315,20 @@ def run(
         print(f"total {elapsed:.1f} s", file=out)
     if plot is not None:
         mode = "quick" if quick else "full"
-        _plot(
+        written = _plot(
             all_rows,
             plot,
             f"xent_rs {xent_rs.__version__} ({xent_rs.BACKEND}) vs peers, "
             f"{mode}, {used_threads} thread(s), {machine['cpu']}",
         )
-        print(f"wrote {plot}", file=sys.stderr if as_json else out)
+        if written:
+            print(f"wrote {plot}", file=sys.stderr if as_json else out)
+        else:
+            print(
+                f"did not write {plot}: no peer's time over a floor to plot "
+                "(the threads and memory cases are in the table and --json only)",
+                file=sys.stderr if as_json else out,
+            )
     return 0
 
 
