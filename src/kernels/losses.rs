@@ -8,7 +8,7 @@
 use super::error::KernelError;
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
-use super::simd::{weighted_gap_sum, Isa};
+use super::simd::{soft_target_sum, weighted_gap_sum, Isa};
 use super::softmax::{max_sum, run_rows, softmax_from_stats, split_row_stats, MaxSum, RowKernel};
 use std::ops::Range;
 
@@ -357,17 +357,15 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
             let (m, log_sum) = (stats.max.to_f64(), stats.log_sum());
             // loss = Σ_c w_c t'_c (lse - x_c) with t' = (1-eps) t + eps/C.
             // Each term w_c t'_c (m - x_c + log_sum) is non-negative: no cancellation.
-            let (mut loss, mut mass) = (CompensatedSum::default(), 0.0f64);
-            for (c, (&xc, &tc)) in row.iter().zip(target).enumerate() {
-                // w_c (t'_c (lse - x_c)) in torch's order: t'_c w_c alone may overflow.
-                let (w, t) = (
-                    self.options.weight_of(c),
-                    (1.0 - eps) * tc.to_f64() + smooth,
-                );
-                loss.add(w * (t * ((m - xc.to_f64()) + log_sum)));
-                mass += w * t;
-            }
-            let loss = loss.value();
+            let (loss, mass) = soft_target_sum(
+                row,
+                target,
+                self.options.weight,
+                m,
+                log_sum,
+                1.0 - eps,
+                smooth,
+            );
             *o = E::Compute::from_f64(loss);
             total.add(loss, 1.0);
             if let Some(g) = self.grad {

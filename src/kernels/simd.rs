@@ -5,7 +5,7 @@
 //! baseline (SSE2) and once inside a `#[target_feature(enable = "avx2,fma")]` wrapper.
 //! [`dispatch`] picks the variant once per block of rows.
 
-use super::real::Real;
+use super::real::{CompensatedSum, Real};
 
 /// Lanes of independent accumulators: two AVX registers of f32, four of f64.
 pub const LANES: usize = 16;
@@ -227,6 +227,72 @@ pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, offset: f64, weight: Option<&[F]
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
+/// `hi + lo += term`, the rounding error of `hi + term` kept in `lo` (branch-free TwoSum).
+#[inline(always)]
+fn two_sum_into(hi: &mut f64, lo: &mut f64, term: f64) {
+    let s = *hi + term;
+    let b = s - *hi;
+    *lo += (*hi - (s - b)) + (term - b);
+    *hi = s;
+}
+
+/// The loss of a row with probability targets, `Σ_c w_c (t'_c ((m - x_c) + log_sum))` with
+/// `t'_c = keep * t_c + smooth` (label smoothing), and its mass `Σ_c w_c t'_c` (`w_c = 1`
+/// without weights). The loss terms are summed in four f64 lanes, each keeping its rounding
+/// error (TwoSum): as accurate as a compensated sum, and vectorisable.
+#[inline(always)]
+pub fn soft_target_sum<F: Real>(
+    x: &[F],
+    target: &[F],
+    weight: Option<&[F]>,
+    m: f64,
+    log_sum: f64,
+    keep: f64,
+    smooth: f64,
+) -> (f64, f64) {
+    #[inline(always)]
+    fn weight_at<F: Real>(weight: Option<&[F]>, i: usize) -> f64 {
+        match weight {
+            Some(w) => w[i].to_f64(),
+            None => 1.0,
+        }
+    }
+    let (mut hi, mut lo, mut mass) = ([0.0f64; 4], [0.0f64; 4], [0.0f64; 4]);
+    let n = x.len();
+    assert_eq!(target.len(), n);
+    let full = n - n % 4;
+    for c in (0..full).step_by(4) {
+        for j in 0..4 {
+            let i = c + j;
+            let (w, t) = (weight_at(weight, i), keep * target[i].to_f64() + smooth);
+            // w (t' (gap)) in torch's order: t' w alone may overflow.
+            let term = w * (t * ((m - x[i].to_f64()) + log_sum));
+            two_sum_into(&mut hi[j], &mut lo[j], term);
+            mass[j] += w * t;
+        }
+    }
+    for i in full..n {
+        let (w, t) = (weight_at(weight, i), keep * target[i].to_f64() + smooth);
+        two_sum_into(
+            &mut hi[0],
+            &mut lo[0],
+            w * (t * ((m - x[i].to_f64()) + log_sum)),
+        );
+        mass[0] += w * t;
+    }
+    let mass = (mass[0] + mass[1]) + (mass[2] + mass[3]);
+    if !hi.iter().all(|v| v.is_finite()) {
+        // Infinities and NaN: IEEE arithmetic on the lane sums (the errors are NaN).
+        return ((hi[0] + hi[1]) + (hi[2] + hi[3]), mass);
+    }
+    let mut loss = CompensatedSum::default();
+    for (&h, &l) in hi.iter().zip(&lo) {
+        loss.add(h);
+        loss.add(l);
+    }
+    (loss.value(), mass)
 }
 
 #[cfg(test)]
