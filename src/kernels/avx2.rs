@@ -34,21 +34,27 @@ const P64: [f64; 12] = [
     0.5,
 ];
 
-/// `exp(d + lo)` for `d <= 0` (NaN propagates; `lo` is the rounding error of `d`). Arguments
-/// below -88 are clamped to -88, where `2^k` has exponent bits 0: the result is exactly 0 for
-/// every `d` below about -87.7 (the normal range ends at -87.3; between the two the result
-/// is a correctly scaled subnormal). A NaN `lo` (from `d = -inf`) is replaced by -1 and then
-/// multiplied by that zero scale.
+/// `exp(d + lo)` for `d + lo <= 0` (NaN propagates; `lo` is a correction such as the rounding
+/// error of `d`, or a shift's low part, `|lo| <= 8`). The exponent `k` is chosen from `d + lo`,
+/// so the reduced argument stays in the polynomial's range whatever the split. Arguments below
+/// -88 give `2^k` exponent bits 0: the result is exactly 0 for every `d + lo` below about
+/// -87.7 (the normal range ends at -87.3; between the two the result is a correctly scaled
+/// subnormal). `d` is clamped at -100 and `lo` to [-8, 8] (a NaN `lo`, from `d = -inf`, to -8)
+/// so that the polynomial stays finite where that zero scale applies.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp_f32(d: __m256, lo: __m256) -> __m256 {
     let shift = _mm256_set1_ps(12_582_912.0); // 1.5 * 2^23
-    let x = _mm256_max_ps(_mm256_set1_ps(-88.0), d);
+                                              // maxps/minps return their second operand when either is NaN: a NaN `d` passes, a NaN
+                                              // `lo` becomes -8.
+    let lo = _mm256_min_ps(_mm256_max_ps(lo, _mm256_set1_ps(-8.0)), _mm256_set1_ps(8.0));
+    let d = _mm256_max_ps(_mm256_set1_ps(-100.0), d);
+    let x = _mm256_max_ps(_mm256_set1_ps(-88.0), _mm256_add_ps(d, lo));
     let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
     let k = _mm256_sub_ps(t, shift);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-0.693_359_4), x);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-0.693_359_4), d);
     let r = _mm256_fmadd_ps(k, _mm256_set1_ps(2.121_944_4e-4), r);
-    let r = _mm256_add_ps(r, _mm256_max_ps(lo, _mm256_set1_ps(-1.0)));
+    let r = _mm256_add_ps(r, lo);
     let mut p = _mm256_set1_ps(P32[0]);
     for c in &P32[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
@@ -66,17 +72,20 @@ fn exp_f32(d: __m256, lo: __m256) -> __m256 {
     _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
 }
 
-/// f64 twin of [`exp_f32`] (clamp at -709, where `k = -1023` gives a zero scale).
+/// f64 twin of [`exp_f32`] (`d` clamped at -720, `k` from `max(d + lo, -709)`, where
+/// `k = -1023` gives a zero scale).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
     let shift = _mm256_set1_pd(6_755_399_441_055_744.0); // 1.5 * 2^52
-    let x = _mm256_max_pd(_mm256_set1_pd(-709.0), d);
+    let lo = _mm256_min_pd(_mm256_max_pd(lo, _mm256_set1_pd(-8.0)), _mm256_set1_pd(8.0));
+    let d = _mm256_max_pd(_mm256_set1_pd(-720.0), d);
+    let x = _mm256_max_pd(_mm256_set1_pd(-709.0), _mm256_add_pd(d, lo));
     let t = _mm256_fmadd_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
     let k = _mm256_sub_pd(t, shift);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-6.931_471_803_691_238e-1), x);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-6.931_471_803_691_238e-1), d);
     let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-1.908_214_929_270_587_7e-10), r);
-    let r = _mm256_add_pd(r, _mm256_max_pd(lo, _mm256_set1_pd(-1.0)));
+    let r = _mm256_add_pd(r, lo);
     let mut p = _mm256_set1_pd(P64[0]);
     for c in &P64[1..] {
         p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(*c));

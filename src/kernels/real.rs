@@ -132,10 +132,22 @@ impl Real for f32 {
         const LN2_HI: f32 = 0.693_359_4; // 9 significant bits: k * LN2_HI is exact
         const LN2_LO: f32 = -2.121_944_4e-4;
         const SMALLEST: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
-        let x = select(hi < -87.5, -87.5, select(hi > 88.5, 88.5, hi)); // NaN passes through
+                                          // `k` from `hi + lo` (so a sizeable `lo`, e.g. a shift's low part, keeps the reduced
+                                          // argument in range); `lo` limited to [-8, 8] (NaN: -8) and `hi` to [-100, 100] keep
+                                          // the polynomial finite where the result saturates. NaN `hi` passes through.
+        let lo = if lo > 8.0 {
+            8.0
+        } else if lo >= -8.0 {
+            lo
+        } else {
+            -8.0
+        };
+        let hi_c = select(hi < -100.0, -100.0, select(hi > 100.0, 100.0, hi));
+        let s = hi_c + lo;
+        let x = select(s < -87.5, -87.5, select(s > 88.5, 88.5, s));
         let t = x.mul_add_if::<FMA>(std::f32::consts::LOG2_E, SHIFT);
         let k = t - SHIFT;
-        let r = k.mul_add_if::<FMA>(-LN2_HI, x);
+        let r = k.mul_add_if::<FMA>(-LN2_HI, hi_c);
         let r = k.mul_add_if::<FMA>(-LN2_LO, r) + lo;
         let mut p = 1.987_569_1e-4_f32;
         p = p.mul_add_if::<FMA>(r, 1.398_199_9e-3);
@@ -146,7 +158,7 @@ impl Real for f32 {
         let y = p.mul_add_if::<FMA>(r * r, r) + 1.0;
         let k_bits = t.to_bits().wrapping_sub(SHIFT.to_bits());
         let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
-        select(hi < SMALLEST, 0.0, y * scale)
+        select(s < SMALLEST, 0.0, y * scale)
     }
 }
 
@@ -189,10 +201,19 @@ impl Real for f64 {
         const LN2_HI: f64 = 6.931_471_803_691_238e-1; // low 32 bits zero: k * LN2_HI is exact
         const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
         const SMALLEST: f64 = -708.396_418_532_264_1; // ln(f64::MIN_POSITIVE)
-        let x = select(hi < -708.5, -708.5, select(hi > 709.9, 709.9, hi));
+        let lo = if lo > 8.0 {
+            8.0
+        } else if lo >= -8.0 {
+            lo
+        } else {
+            -8.0
+        };
+        let hi_c = select(hi < -720.0, -720.0, select(hi > 720.0, 720.0, hi));
+        let s = hi_c + lo;
+        let x = select(s < -708.5, -708.5, select(s > 709.9, 709.9, s));
         let t = x.mul_add_if::<FMA>(std::f64::consts::LOG2_E, SHIFT);
         let k = t - SHIFT;
-        let r = k.mul_add_if::<FMA>(-LN2_HI, x);
+        let r = k.mul_add_if::<FMA>(-LN2_HI, hi_c);
         let r = k.mul_add_if::<FMA>(-LN2_LO, r) + lo;
         const C: [f64; 12] = [
             1.0 / 6_227_020_800.0,
@@ -215,7 +236,7 @@ impl Real for f64 {
         let y = p.mul_add_if::<FMA>(r * r, r) + 1.0;
         let k_bits = t.to_bits().wrapping_sub(SHIFT.to_bits());
         let scale = f64::from_bits(k_bits.wrapping_add(1023) << 52);
-        select(hi < SMALLEST, 0.0, y * scale)
+        select(s < SMALLEST, 0.0, y * scale)
     }
 }
 

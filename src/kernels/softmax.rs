@@ -457,6 +457,50 @@ mod tests {
         m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
     }
 
+    /// Found by `scripts/fuzz_cargo.sh`: a huge gap between two finite logits made the AVX2 sum
+    /// NaN (a large rounding-error term), and a large maximum pushed `log(sum)` into the
+    /// exponential's correction term, outside its polynomial's range.
+    #[test]
+    fn large_logits_keep_finite_exact_results() {
+        for isa in [Isa::Portable, Isa::detect()] {
+            let x = ndarray::arr2(&[[1e20f32, 1e28]]).into_dyn();
+            let mut out = vec![0.0f32; 1];
+            logsumexp(isa, &Rows::new(x.view(), 1), &mut out);
+            assert_eq!(out[0], 1e28, "{isa:?}");
+            let x = ndarray::arr2(&[[1e300f64, 5e307]]).into_dyn();
+            let mut out = vec![0.0f64; 1];
+            logsumexp(isa, &Rows::new(x.view(), 1), &mut out);
+            assert_eq!(out[0], 5e307, "{isa:?}");
+            for (m, n) in [(1e8f64, 5usize), (1e8, 100), (f32::MAX as f64, 11)] {
+                let x = ndarray::Array2::from_elem((1, n), m as f32).into_dyn();
+                let mut out = ndarray::Array2::zeros((1, n)).into_dyn();
+                let rows = Rows::new(x.view(), 1);
+                softmax_into(isa, &rows, &RowsMut::new(out.view_mut(), 1).unwrap(), false);
+                for &p in out.iter() {
+                    let exact = 1.0 / n as f64;
+                    assert!(
+                        ((p as f64 - exact) / exact).abs() < 4.0 * f32::EPSILON as f64,
+                        "{isa:?} {m} {n}: {p}"
+                    );
+                }
+            }
+            let x = ndarray::Array2::from_elem((1, 100), 1e17f64).into_dyn();
+            let mut out = ndarray::Array2::zeros((1, 100)).into_dyn();
+            softmax_into(
+                isa,
+                &Rows::new(x.view(), 1),
+                &RowsMut::new(out.view_mut(), 1).unwrap(),
+                false,
+            );
+            for &p in out.iter() {
+                assert!(
+                    ((p - 0.01f64) / 0.01).abs() < 4.0 * f64::EPSILON,
+                    "{isa:?}: {p}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn few_long_rows_are_split_the_same_way_for_any_thread_count() {
         let x = ndarray::Array2::from_shape_fn((2, 200_003), |(r, c)| {
