@@ -1,4 +1,20 @@
 //! The element-wise binary cross-entropy losses, from probabilities and from logits.
+//!
+//! Each block of elements runs through lane-parallel loops (see [`super::simd`]) over chunks
+//! of [`W`] elements. The transcendental part is computed where it is cheapest for the
+//! accuracy, and the rest in f64 in the reference's order (so non-finite inputs give what
+//! `reference.py` gives):
+//!
+//! - logits: `softplus(±x) = max(±x, 0) + log1p(exp(-|x|))`, the `log1p(exp(-|x|))` in f64
+//!   ([`log1p_exp_neg`], within an ulp; for f32 input [`log1p_exp_neg_short`], about 0.1 f32 eps);
+//! - probabilities: `ln p` and `ln(1 - p)`, f64 input in f64 ([`VLog`], within an ulp), f32
+//!   input as f32 parts added in f64 ([`ln_prob_parts`], within 0.3 f32 eps).
+//!
+//! The per-element losses are summed in f64 lanes with Knuth's TwoSum, folded into a
+//! compensated [`Total`] per block, so the sum does not depend on the number of threads.
+
+// Lane loops index several arrays by lane on purpose (that is what vectorises).
+#![allow(clippy::needless_range_loop)]
 
 use super::error::KernelError;
 use super::losses::{total_of, Total};
@@ -6,6 +22,11 @@ use super::parallel::{map_blocks, map_blocks_with_output};
 use super::real::{Element, Real};
 use super::rows::Rows;
 use super::simd::{dispatch, Isa, SimdTask};
+use super::vlog::{
+    ln_1m_prob_parts, ln_choice, ln_choice_parts, ln_prob_parts, log1p_exp_neg,
+    log1p_exp_neg_short, select, VLog,
+};
+use std::any::TypeId;
 use std::ops::Range;
 
 /// `max(z, 0) + log1p(exp(-|z|))`: `log(1 + exp(z))` without overflow or cancellation.
@@ -24,7 +45,7 @@ pub enum Binary {
 }
 
 /// Inputs of a binary loss: rows along the last axis, all of the same shape (broadcast views
-/// welcome); the targets and weights share one storage type `T` (the loss is computed in f64,
+/// welcome); the targets and weights share one storage type `T` (the loss is combined in f64,
 /// so float64 targets and weights keep their values whatever `x`'s type).
 #[derive(Debug)]
 pub struct BinaryInputs<'r, 'a, E, T> {
@@ -32,6 +53,493 @@ pub struct BinaryInputs<'r, 'a, E, T> {
     pub target: &'r Rows<'a, T>,
     pub weight: Option<&'r Rows<'a, T>>,
     pub pos_weight: Option<&'r Rows<'a, T>>,
+}
+
+/// Elements per lane chunk.
+const W: usize = 16;
+const _: () = assert!(W % SUM_LANES == 0);
+
+/// Lanes of the per-block sum: one AVX register of f64.
+const SUM_LANES: usize = 4;
+
+/// f64 lanes of TwoSum pairs: `hi + lo` is each lane's sum to within about one rounding.
+#[derive(Clone, Copy)]
+struct LaneSum {
+    hi: [f64; SUM_LANES],
+    lo: [f64; SUM_LANES],
+}
+
+impl LaneSum {
+    fn new() -> Self {
+        LaneSum {
+            hi: [0.0; SUM_LANES],
+            lo: [0.0; SUM_LANES],
+        }
+    }
+
+    /// Adds a chunk `SUM_LANES` at a time; with `presum` (a constant), the chunk's
+    /// `W / SUM_LANES` values of each lane are added first (a few roundings of 2^-53: for
+    /// results rounded to f32).
+    #[inline(always)]
+    fn add(&mut self, v: &[f64; W], presum: bool) {
+        if presum {
+            let mut c: [f64; SUM_LANES] = v[..SUM_LANES].try_into().unwrap();
+            for q in 1..W / SUM_LANES {
+                for j in 0..SUM_LANES {
+                    c[j] += v[q * SUM_LANES + j];
+                }
+            }
+            self.add_lanes(&c);
+        } else {
+            for q in 0..W / SUM_LANES {
+                self.add_lanes(v[q * SUM_LANES..(q + 1) * SUM_LANES].try_into().unwrap());
+            }
+        }
+    }
+
+    /// Knuth's TwoSum of each lane.
+    #[inline(always)]
+    fn add_lanes(&mut self, v: &[f64; SUM_LANES]) {
+        for j in 0..SUM_LANES {
+            let s = self.hi[j] + v[j];
+            let b = s - self.hi[j];
+            let err = (self.hi[j] - (s - b)) + (v[j] - b);
+            self.hi[j] = s;
+            self.lo[j] += err;
+        }
+    }
+
+    /// The block's [`Total`]: the lanes in order, then their rounding errors (unless some
+    /// lane is not finite: its error term is then NaN), and the `count` elements as weight.
+    fn into_total(self, count: usize) -> Total {
+        let mut total = Total::default();
+        let mut lo = 0.0;
+        for j in 0..SUM_LANES {
+            total.add(self.hi[j], 0.0);
+            lo += self.lo[j];
+        }
+        if lo.is_finite() {
+            total.add(lo, 0.0);
+        }
+        total.add(0.0, count as f64);
+        total
+    }
+}
+
+/// The element types the lane loops compute in, with the transcendental part of each loss.
+trait Lane: VLog {
+    /// `log1p(exp(-|x|))` of each lane, in f64.
+    fn softplus_tails<const FMA: bool>(x: &[Self; W]) -> [f64; W];
+    /// `(max(ln p, -100), max(ln(1 - p), -100))` of each lane, in f64 (NaN propagates).
+    fn clamped_logs<const FMA: bool>(p: &[Self; W]) -> ([f64; W], [f64; W]);
+    /// `max(ln p, -100)` where `one`, else `max(ln(1 - p), -100)`, in f64.
+    fn clamped_log_choice<const FMA: bool>(p: &[Self; W], one: &[bool; W]) -> [f64; W];
+}
+
+/// `max(v, -100)` with NaN passing through.
+#[inline(always)]
+fn clamp_log(v: f64) -> f64 {
+    select(v < -100.0, -100.0, v)
+}
+
+/// `k ln2 + f + tail` of [`ln_prob_parts`] in f64.
+#[inline(always)]
+fn sum_parts((k, f, tail): (f32, f32, f32)) -> f64 {
+    (k as f64 * std::f64::consts::LN_2 + f as f64) + tail as f64
+}
+
+/// `max(v, 0)` (0 for NaN).
+#[inline(always)]
+fn positive<F: Real>(v: F) -> F {
+    select(v > F::ZERO, v, F::ZERO)
+}
+
+/// Above this `|x|` `exp(-|x|)` needs gradual underflow (the `DEEP` variants).
+const DEEP_ABOVE: f64 = 700.0;
+
+impl Lane for f32 {
+    #[inline(always)]
+    fn softplus_tails<const FMA: bool>(x: &[f32; W]) -> [f64; W] {
+        let mut deep = false;
+        for &v in x {
+            deep |= v.vabs() > DEEP_ABOVE as f32;
+        }
+        let mut l = [0.0; W];
+        if deep {
+            for j in 0..W {
+                l[j] = log1p_exp_neg_short::<FMA, true>(x[j].to_f64().vabs());
+            }
+        } else {
+            for j in 0..W {
+                l[j] = log1p_exp_neg_short::<FMA, false>(x[j].to_f64().vabs());
+            }
+        }
+        l
+    }
+
+    #[inline(always)]
+    fn clamped_logs<const FMA: bool>(p: &[f32; W]) -> ([f64; W], [f64; W]) {
+        // The f32 parts in one loop (8 lanes a register), their f64 sums in another.
+        let mut parts = [[0.0f32; W]; 6];
+        for j in 0..W {
+            let (k, f, tail) = ln_prob_parts::<FMA>(p[j]);
+            let (k1, f1, tail1) = ln_1m_prob_parts::<FMA>(p[j]);
+            parts[0][j] = k;
+            parts[1][j] = f;
+            parts[2][j] = tail;
+            parts[3][j] = k1;
+            parts[4][j] = f1;
+            parts[5][j] = tail1;
+        }
+        let (mut lp, mut l1) = ([0.0; W], [0.0; W]);
+        for j in 0..W {
+            lp[j] = clamp_log(sum_parts((parts[0][j], parts[1][j], parts[2][j])));
+            l1[j] = clamp_log(sum_parts((parts[3][j], parts[4][j], parts[5][j])));
+        }
+        (lp, l1)
+    }
+
+    #[inline(always)]
+    fn clamped_log_choice<const FMA: bool>(p: &[f32; W], one: &[bool; W]) -> [f64; W] {
+        let mut parts = [[0.0f32; W]; 3];
+        for j in 0..W {
+            let (k, f, tail) = ln_choice_parts::<FMA>(p[j], one[j]);
+            parts[0][j] = k;
+            parts[1][j] = f;
+            parts[2][j] = tail;
+        }
+        let mut l = [0.0; W];
+        for j in 0..W {
+            l[j] = clamp_log(sum_parts((parts[0][j], parts[1][j], parts[2][j])));
+        }
+        l
+    }
+}
+
+impl Lane for f64 {
+    #[inline(always)]
+    fn softplus_tails<const FMA: bool>(x: &[f64; W]) -> [f64; W] {
+        let mut deep = false;
+        for &v in x {
+            deep |= v.vabs() > DEEP_ABOVE;
+        }
+        let mut l = [0.0; W];
+        if deep {
+            for j in 0..W {
+                l[j] = log1p_exp_neg::<FMA, true>(x[j].vabs());
+            }
+        } else {
+            for j in 0..W {
+                l[j] = log1p_exp_neg::<FMA, false>(x[j].vabs());
+            }
+        }
+        l
+    }
+
+    #[inline(always)]
+    fn clamped_logs<const FMA: bool>(p: &[f64; W]) -> ([f64; W], [f64; W]) {
+        let (mut lp, mut l1) = ([0.0; W], [0.0; W]);
+        for j in 0..W {
+            lp[j] = clamp_log(f64::vln::<FMA>(p[j]));
+            l1[j] = clamp_log(f64::vln_1m::<FMA>(p[j]));
+        }
+        (lp, l1)
+    }
+
+    #[inline(always)]
+    fn clamped_log_choice<const FMA: bool>(p: &[f64; W], one: &[bool; W]) -> [f64; W] {
+        let mut l = [0.0; W];
+        for j in 0..W {
+            l[j] = clamp_log(ln_choice::<FMA>(p[j], one[j]));
+        }
+        l
+    }
+}
+
+/// The slices of one segment: `x` and its companions (`weight` and `pos_weight` are `target`
+/// again when absent: the `HAS_W` / `HAS_PW` flags of the loops say whether to read them).
+struct Segment<'s, X, G> {
+    x: &'s [X],
+    t: &'s [G],
+    w: &'s [G],
+    pw: &'s [G],
+}
+
+/// One chunk of losses from logits (in the reference's order:
+/// `pos * softplus(-x) + (1 - t) * softplus(x)`, `pos = pw * t`, then times `w`).
+#[inline(always)]
+fn logits_chunk<X: Lane, G: Real, const FMA: bool, const HAS_W: bool, const HAS_PW: bool>(
+    x: &[X; W],
+    t: &[G; W],
+    w: &[G; W],
+    pw: &[G; W],
+) -> [f64; W] {
+    let l = X::softplus_tails::<FMA>(x);
+    let mut loss = [0.0; W];
+    for j in 0..W {
+        let (xj, tj) = (x[j].to_f64(), t[j].to_f64());
+        let sp_neg = positive(-xj) + l[j];
+        let sp_pos = positive(xj) + l[j];
+        let pos = if HAS_PW { pw[j].to_f64() * tj } else { tj };
+        let v = pos * sp_neg + (1.0 - tj) * sp_pos;
+        loss[j] = if HAS_W { v * w[j].to_f64() } else { v };
+    }
+    loss
+}
+
+/// One chunk of losses from probabilities: `-(t log_p + (1 - t) log_1mp)`, then times `w`.
+/// Chunks of binary targets take one logarithm an element: `-log_p` or `-log_1mp`, the same
+/// values (`0 * log` is ±0 there, or NaN where the other log is NaN too).
+#[inline(always)]
+fn probs_chunk<X: Lane, G: Real, const FMA: bool, const HAS_W: bool>(
+    p: &[X; W],
+    t: &[G; W],
+    w: &[G; W],
+) -> [f64; W] {
+    let mut one = [false; W];
+    let mut binary = true;
+    for j in 0..W {
+        one[j] = t[j] == G::ONE;
+        binary &= one[j] || t[j] == G::ZERO;
+    }
+    let mut loss = [0.0; W];
+    if binary {
+        let l = X::clamped_log_choice::<FMA>(p, &one);
+        for j in 0..W {
+            loss[j] = if HAS_W { -l[j] * w[j].to_f64() } else { -l[j] };
+        }
+    } else {
+        let (lp, l1) = X::clamped_logs::<FMA>(p);
+        for j in 0..W {
+            let tj = t[j].to_f64();
+            let v = -(tj * lp[j] + (1.0 - tj) * l1[j]);
+            loss[j] = if HAS_W { v * w[j].to_f64() } else { v };
+        }
+    }
+    loss
+}
+
+/// One chunk of losses of the kind the flags select (`LOGITS`, `HAS_W`, `HAS_PW`).
+#[inline(always)]
+fn chunk<
+    X: Lane,
+    G: Real,
+    const FMA: bool,
+    const LOGITS: bool,
+    const HAS_W: bool,
+    const HAS_PW: bool,
+>(
+    x: &[X; W],
+    t: &[G; W],
+    w: &[G; W],
+    pw: &[G; W],
+) -> [f64; W] {
+    if LOGITS {
+        logits_chunk::<X, G, FMA, HAS_W, HAS_PW>(x, t, w, pw)
+    } else {
+        probs_chunk::<X, G, FMA, HAS_W>(x, t, w)
+    }
+}
+
+/// The first `n` elements of `s` followed by `fill`.
+#[inline(always)]
+fn padded<T: Copy>(s: &[T], fill: T) -> [T; W] {
+    let mut a = [fill; W];
+    a[..s.len()].copy_from_slice(s);
+    a
+}
+
+/// The losses of a segment into `sum` (and `out`).
+#[inline(always)]
+fn segment_losses<
+    X: Lane,
+    G: Real,
+    const FMA: bool,
+    const LOGITS: bool,
+    const HAS_W: bool,
+    const HAS_PW: bool,
+>(
+    s: &Segment<'_, X, G>,
+    mut out: Option<&mut [X]>,
+    total: &mut LaneSum,
+) {
+    // A local copy, so that the accumulators stay in registers.
+    let mut sum = *total;
+    // f32 results: the chunk pre-sum's two roundings are 2^-52 relative, far below their ulp.
+    let presum = std::mem::size_of::<X>() == 4;
+    let n = s.x.len();
+    let full = n - n % W;
+    let mut c = 0;
+    while c < full {
+        let r = c..c + W;
+        let loss = chunk::<X, G, FMA, LOGITS, HAS_W, HAS_PW>(
+            s.x[r.clone()].try_into().unwrap(),
+            s.t[r.clone()].try_into().unwrap(),
+            s.w[r.clone()].try_into().unwrap(),
+            s.pw[r.clone()].try_into().unwrap(),
+        );
+        if let Some(out) = out.as_deref_mut() {
+            let o: &mut [X; W] = (&mut out[r]).try_into().unwrap();
+            for j in 0..W {
+                o[j] = X::from_f64(loss[j]);
+            }
+        }
+        sum.add(&loss, presum);
+        c += W;
+    }
+    if full < n {
+        // The tail through the same code, padded (0.5 is a valid probability); the padding's
+        // losses are dropped.
+        let (half, zero) = (X::from_f64(0.5), G::ZERO);
+        let mut loss = chunk::<X, G, FMA, LOGITS, HAS_W, HAS_PW>(
+            &padded(&s.x[full..], half),
+            &padded(&s.t[full..], zero),
+            &padded(&s.w[full..], zero),
+            &padded(&s.pw[full..], zero),
+        );
+        for v in &mut loss[n - full..] {
+            *v = 0.0;
+        }
+        if let Some(out) = out {
+            for (o, &v) in out[full..].iter_mut().zip(&loss) {
+                *o = X::from_f64(v);
+            }
+        }
+        sum.add(&loss, presum);
+    }
+    *total = sum;
+}
+
+/// Whether some probability lies outside `[0, 1]` (NaN does not), as a vector min / max.
+#[inline(always)]
+#[allow(clippy::manual_range_contains)] // NaN must pass
+fn any_out_of_range<X: Real>(p: &[X]) -> bool {
+    let (mut lo, mut hi) = ([X::ZERO; W], [X::ONE; W]);
+    let mut chunks = p.chunks_exact(W);
+    for c in &mut chunks {
+        for j in 0..W {
+            lo[j] = select(c[j] < lo[j], c[j], lo[j]);
+            hi[j] = select(c[j] > hi[j], c[j], hi[j]);
+        }
+    }
+    let mut bad = false;
+    for &v in chunks.remainder().iter().chain(&lo).chain(&hi) {
+        bad |= v < X::ZERO || v > X::ONE;
+    }
+    bad
+}
+
+/// The error of the first probability outside `[0, 1]` (there is one).
+#[cold]
+#[allow(clippy::manual_range_contains)] // NaN must pass
+fn out_of_range_error<X: Real>(p: &[X], first: usize) -> KernelError {
+    let i = p
+        .iter()
+        .position(|&v| v < X::ZERO || v > X::ONE)
+        .expect("a probability out of range");
+    KernelError::ProbabilityOutOfRange {
+        value: p[i].to_f64(),
+        index: first + i,
+    }
+}
+
+/// One segment's input slices, the companions optional.
+struct SegmentInputs<'s, X, G> {
+    x: &'s [X],
+    t: &'s [G],
+    w: Option<&'s [G]>,
+    pw: Option<&'s [G]>,
+}
+
+/// [`segment_losses`] for the kind and the companions present; `first` is the element index
+/// of the segment's start (for errors).
+#[inline(always)]
+fn segment_kind<X: Lane, G: Real, const FMA: bool>(
+    kind: Binary,
+    inputs: SegmentInputs<'_, X, G>,
+    out: Option<&mut [X]>,
+    sum: &mut LaneSum,
+    first: usize,
+) -> Result<(), KernelError> {
+    let SegmentInputs { x, t, w, pw } = inputs;
+    let s = Segment {
+        x,
+        t,
+        w: w.unwrap_or(t),
+        pw: pw.unwrap_or(t),
+    };
+    match (kind, w.is_some(), pw.is_some()) {
+        (Binary::Probs, has_w, _) => {
+            if any_out_of_range(x) {
+                return Err(out_of_range_error(x, first));
+            }
+            if has_w {
+                segment_losses::<X, G, FMA, false, true, false>(&s, out, sum)
+            } else {
+                segment_losses::<X, G, FMA, false, false, false>(&s, out, sum)
+            }
+        }
+        (Binary::Logits, false, false) => {
+            segment_losses::<X, G, FMA, true, false, false>(&s, out, sum)
+        }
+        (Binary::Logits, true, false) => {
+            segment_losses::<X, G, FMA, true, true, false>(&s, out, sum)
+        }
+        (Binary::Logits, false, true) => {
+            segment_losses::<X, G, FMA, true, false, true>(&s, out, sum)
+        }
+        (Binary::Logits, true, true) => segment_losses::<X, G, FMA, true, true, true>(&s, out, sum),
+    }
+    Ok(())
+}
+
+/// `s` as a slice of `B` when `A` is `B`.
+#[inline(always)]
+fn same_type<A: 'static, B: 'static>(s: &[A]) -> Option<&[B]> {
+    if TypeId::of::<A>() == TypeId::of::<B>() {
+        // SAFETY: A and B are the same type, so the slice is a slice of B.
+        Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<B>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// [`same_type`] for a mutable slice.
+#[inline(always)]
+fn same_type_mut<A: 'static, B: 'static>(s: &mut [A]) -> Option<&mut [B]> {
+    if TypeId::of::<A>() == TypeId::of::<B>() {
+        // SAFETY: A and B are the same type, so the slice is a slice of B.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<B>(), s.len()) })
+    } else {
+        None
+    }
+}
+
+/// [`segment_kind`] for the compute type `X` (f32 or f64, the only [`Real`] types).
+#[inline(always)]
+fn segment<X: Real, G: Real, const FMA: bool>(
+    kind: Binary,
+    inputs: SegmentInputs<'_, X, G>,
+    out: Option<&mut [X]>,
+    sum: &mut LaneSum,
+    first: usize,
+) -> Result<(), KernelError> {
+    let SegmentInputs { x, t, w, pw } = inputs;
+    if let Some(x) = same_type::<X, f32>(x) {
+        let out = match out {
+            Some(o) => same_type_mut::<X, f32>(o),
+            None => None,
+        };
+        segment_kind::<f32, G, FMA>(kind, SegmentInputs { x, t, w, pw }, out, sum, first)
+    } else if let Some(x) = same_type::<X, f64>(x) {
+        let out = match out {
+            Some(o) => same_type_mut::<X, f64>(o),
+            None => None,
+        };
+        segment_kind::<f64, G, FMA>(kind, SegmentInputs { x, t, w, pw }, out, sum, first)
+    } else {
+        unreachable!("Real is implemented for f32 and f64 only")
+    }
 }
 
 struct BinaryBlock<'r, 'a, 'o, E: Element, T> {
@@ -51,45 +559,31 @@ impl<E: Element, T: Element> SimdTask for BinaryBlock<'_, '_, '_, E, T> {
         let mut xs: Vec<E::Compute> = Vec::new();
         let mut companions: [Vec<T::Compute>; 3] = Default::default();
         let [ts, ws, ps] = &mut companions;
-        let mut total = Total::default();
-        let mut e = self.elements.start;
+        let mut sum = LaneSum::new();
+        let start = self.elements.start;
+        let mut e = start;
         while e < self.elements.end {
             let (r, c0) = (e / n, e % n);
             let c1 = n.min(c0 + (self.elements.end - e));
             let x = inputs.x.segment(r, c0..c1, &mut xs);
             let t = inputs.target.segment(r, c0..c1, ts);
-            let w = inputs.weight.map(|w| w.segment(r, c0..c1, ws));
-            let pw = inputs.pos_weight.map(|p| p.segment(r, c0..c1, ps));
-            for i in 0..x.len() {
-                let (xi, ti) = (x[i].to_f64(), t[i].to_f64());
-                let mut loss = match self.kind {
-                    Binary::Probs => {
-                        #[allow(clippy::manual_range_contains)] // NaN must pass (and propagate)
-                        if xi < 0.0 || xi > 1.0 {
-                            return Err(KernelError::ProbabilityOutOfRange {
-                                value: xi,
-                                index: e + i,
-                            });
-                        }
-                        let clamp = |v: f64| if v < -100.0 { -100.0 } else { v };
-                        -(ti * clamp(xi.ln()) + (1.0 - ti) * clamp((-xi).ln_1p()))
-                    }
-                    Binary::Logits => {
-                        let pos = pw.map_or(1.0, |p| p[i].to_f64());
-                        pos * ti * softplus(-xi) + (1.0 - ti) * softplus(xi)
-                    }
-                };
-                if let Some(w) = w {
-                    loss *= w[i].to_f64();
-                }
-                if let Some(out) = self.out.as_deref_mut() {
-                    out[e - self.elements.start + i] = E::Compute::from_f64(loss);
-                }
-                total.add(loss, 1.0);
-            }
+            let w = match inputs.weight {
+                Some(w) => Some(w.segment(r, c0..c1, ws)),
+                None => None,
+            };
+            let pw = match inputs.pos_weight {
+                Some(p) => Some(p.segment(r, c0..c1, ps)),
+                None => None,
+            };
+            let out = self
+                .out
+                .as_deref_mut()
+                .map(|o| &mut o[e - start..e - start + x.len()]);
+            let inputs = SegmentInputs { x, t, w, pw };
+            segment::<E::Compute, T::Compute, FMA>(self.kind, inputs, out, &mut sum, e)?;
             e += x.len();
         }
-        Ok(total)
+        Ok(sum.into_total(self.elements.len()))
     }
 }
 
@@ -144,6 +638,71 @@ pub fn binary<E: Element, T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CPU nanoseconds per element of each loss on one thread:
+    /// `cargo test --release binary_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing"]
+    fn binary_speed() {
+        use ndarray::ArrayD;
+        let n: usize = std::env::var("BINARY_SPEED_N").map_or(1 << 22, |v| v.parse().unwrap());
+        let x = ArrayD::from_shape_fn(vec![n], |i| ((i[0] * 7919) % 1000) as f32 * 0.01 - 5.0);
+        let p = x.mapv(|v| (v + 5.0) * 0.0999);
+        let t = ArrayD::from_shape_fn(vec![n], |i| ((i[0] * 31) % 2) as f32);
+        let x64 = x.mapv(|v| v as f64);
+        let p64 = p.mapv(|v| v as f64);
+        let t64 = t.mapv(|v| v as f64);
+        super::super::parallel::set_num_threads(1);
+        // CPU time of this thread in ns (the machine may be shared).
+        let cpu = || -> f64 {
+            let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+            s.split_whitespace()
+                .next()
+                .map_or(0.0, |v| v.parse().unwrap())
+        };
+        for (name, kind) in [("logits", Binary::Logits), ("probs", Binary::Probs)] {
+            let (xs, ps) = (Rows::new(x.view(), 0), Rows::new(p.view(), 0));
+            let tr = Rows::new(t.view(), 0);
+            let (xs64, ps64) = (Rows::new(x64.view(), 0), Rows::new(p64.view(), 0));
+            let tr64 = Rows::new(t64.view(), 0);
+            let input = if kind == Binary::Logits { &xs } else { &ps };
+            let input64 = if kind == Binary::Logits { &xs64 } else { &ps64 };
+            let only = std::env::var("BINARY_SPEED_ONLY").unwrap_or_default();
+            let run32 = only.is_empty() || only == format!("{name}32");
+            let run64 = only.is_empty() || only == format!("{name}64");
+            for round in 0..3 {
+                let start = cpu();
+                let inputs = BinaryInputs {
+                    x: input,
+                    target: &tr,
+                    weight: None,
+                    pos_weight: None,
+                };
+                let s32 = if run32 {
+                    binary(Isa::detect(), &inputs, kind, None).unwrap().sum()
+                } else {
+                    0.0
+                };
+                let t32 = (cpu() - start) / n as f64;
+                let start = cpu();
+                let inputs = BinaryInputs {
+                    x: input64,
+                    target: &tr64,
+                    weight: None,
+                    pos_weight: None,
+                };
+                let s64 = if run64 {
+                    binary(Isa::detect(), &inputs, kind, None).unwrap().sum()
+                } else {
+                    0.0
+                };
+                let t64 = (cpu() - start) / n as f64;
+                if round == 2 {
+                    println!("{name}: f32 {t32:.2} ns/element, f64 {t64:.2} ({s32} {s64})");
+                }
+            }
+        }
+    }
 
     #[test]
     fn softplus_is_stable() {

@@ -11,6 +11,7 @@ pub mod real;
 pub mod rows;
 pub mod simd;
 pub mod softmax;
+pub mod vlog;
 
 pub use error::KernelError;
 pub use real::{Element, Real};
