@@ -1,16 +1,20 @@
 //! The element-wise binary cross-entropy losses, from probabilities and from logits.
 //!
 //! Each block of elements runs through lane-parallel loops (see [`super::simd`]) over chunks
-//! of [`W`] elements. The transcendental part is computed where it is cheapest for the
-//! accuracy, and the rest in f64 in the reference's order (so non-finite inputs give what
+//! of 16 elements. The transcendental part is computed where it is cheapest for the accuracy,
+//! and the rest in f64 in the reference's order (so non-finite inputs give what
 //! `reference.py` gives):
 //!
 //! - logits: `softplus(±x) = max(±x, 0) + log1p(exp(-|x|))`, the `log1p(exp(-|x|))` in f64
-//!   ([`log1p_exp_neg`], within an ulp; for f32 input [`log1p_exp_neg_short`], about 0.1 f32 eps);
-//! - probabilities: `ln p` and `ln(1 - p)`, f64 input in f64 ([`VLog`], within an ulp), f32
-//!   input as f32 parts added in f64 ([`ln_prob_parts`], within 0.3 f32 eps).
+//!   ([`log1p_exp_neg`], within an ulp; for f32 input [`log1p_exp_neg_short`], within 0.1
+//!   f32 eps);
+//! - probabilities: `ln p` and `ln(1 - p)` (only the one the target needs where a chunk's
+//!   targets are all 0 or 1), f64 input in f64 ([`VLog`], [`ln_choice`], within an ulp), f32
+//!   input as f32 parts added in f64 ([`ln_prob_parts`], [`ln_choice_parts`], within 0.32
+//!   f32 eps).
 //!
-//! The per-element losses are summed in f64 lanes with Knuth's TwoSum, folded into a
+//! The per-element losses are summed in f64 lanes with Knuth's TwoSum (for f32 results, each
+//! chunk's losses are first added into 4 lanes, a few roundings of 2^-53), folded into a
 //! compensated [`Total`] per block, so the sum does not depend on the number of threads.
 
 // Lane loops index several arrays by lane on purpose (that is what vectorises).
