@@ -9,30 +9,7 @@
 
 use std::arch::x86_64::*;
 
-// exp(r), |r| <= ln2/2: Cephes' degree-7 polynomial for f32 (about 1 ulp), Taylor to degree
-// 13 for f64 (truncation < 2^-60); see `Real::exp_with_tail`.
-const P32: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
-const P64: [f64; 12] = [
-    1.0 / 6_227_020_800.0,
-    1.0 / 479_001_600.0,
-    1.0 / 39_916_800.0,
-    1.0 / 3_628_800.0,
-    1.0 / 362_880.0,
-    1.0 / 40_320.0,
-    1.0 / 5_040.0,
-    1.0 / 720.0,
-    1.0 / 120.0,
-    1.0 / 24.0,
-    1.0 / 6.0,
-    0.5,
-];
+use super::real::{exp32, exp64};
 
 /// `exp(d + lo)` for `d + lo <= 0` (NaN propagates; `lo` is a correction such as the rounding
 /// error of `d`, or a shift's low part, `|lo| <= 8`). The exponent `k` is chosen from `d + lo`,
@@ -44,19 +21,19 @@ const P64: [f64; 12] = [
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp_f32(d: __m256, lo: __m256) -> __m256 {
-    let shift = _mm256_set1_ps(12_582_912.0); // 1.5 * 2^23
-                                              // maxps/minps return their second operand when either is NaN: a NaN `d` passes, a NaN
-                                              // `lo` becomes -8.
+    let shift = _mm256_set1_ps(exp32::SHIFT);
+    // maxps/minps return their second operand when either is NaN: a NaN `d` passes, a NaN
+    // `lo` becomes -8.
     let lo = _mm256_min_ps(_mm256_max_ps(lo, _mm256_set1_ps(-8.0)), _mm256_set1_ps(8.0));
     let d = _mm256_max_ps(_mm256_set1_ps(-100.0), d);
     let x = _mm256_max_ps(_mm256_set1_ps(-88.0), _mm256_add_ps(d, lo));
     let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
     let k = _mm256_sub_ps(t, shift);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-0.693_359_4), d);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(2.121_944_4e-4), r);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
     let r = _mm256_add_ps(r, lo);
-    let mut p = _mm256_set1_ps(P32[0]);
-    for c in &P32[1..] {
+    let mut p = _mm256_set1_ps(exp32::POLY[0]);
+    for c in &exp32::POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
     }
     let y = _mm256_add_ps(
@@ -64,7 +41,7 @@ fn exp_f32(d: __m256, lo: __m256) -> __m256 {
         _mm256_set1_ps(1.0),
     );
     // 2^k from t's low bits: (t_bits - shift_bits + 127) << 23.
-    let bias = 127i32.wrapping_sub(12_582_912.0f32.to_bits() as i32) << 23;
+    let bias = 127i32.wrapping_sub(exp32::SHIFT.to_bits() as i32) << 23;
     let scale = _mm256_add_epi32(
         _mm256_slli_epi32(_mm256_castps_si256(t), 23),
         _mm256_set1_epi32(bias),
@@ -77,24 +54,24 @@ fn exp_f32(d: __m256, lo: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
-    let shift = _mm256_set1_pd(6_755_399_441_055_744.0); // 1.5 * 2^52
+    let shift = _mm256_set1_pd(exp64::SHIFT);
     let lo = _mm256_min_pd(_mm256_max_pd(lo, _mm256_set1_pd(-8.0)), _mm256_set1_pd(8.0));
     let d = _mm256_max_pd(_mm256_set1_pd(-720.0), d);
     let x = _mm256_max_pd(_mm256_set1_pd(-709.0), _mm256_add_pd(d, lo));
     let t = _mm256_fmadd_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
     let k = _mm256_sub_pd(t, shift);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-6.931_471_803_691_238e-1), d);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-1.908_214_929_270_587_7e-10), r);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r);
     let r = _mm256_add_pd(r, lo);
-    let mut p = _mm256_set1_pd(P64[0]);
-    for c in &P64[1..] {
+    let mut p = _mm256_set1_pd(exp64::POLY[0]);
+    for c in &exp64::POLY[1..] {
         p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(*c));
     }
     let y = _mm256_add_pd(
         _mm256_fmadd_pd(p, _mm256_mul_pd(r, r), r),
         _mm256_set1_pd(1.0),
     );
-    let bias = 1023i64.wrapping_sub(6_755_399_441_055_744.0f64.to_bits() as i64) << 52;
+    let bias = 1023i64.wrapping_sub(exp64::SHIFT.to_bits() as i64) << 52;
     let scale = _mm256_add_epi64(
         _mm256_slli_epi64(_mm256_castpd_si256(t), 52),
         _mm256_set1_epi64x(bias),

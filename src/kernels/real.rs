@@ -57,6 +57,48 @@ pub trait Real:
     }
 }
 
+/// Constants of the Cody-Waite `exp` in f32 (`exp(x) = 2^k exp(r)`, `|r| <= ln2/2`), shared
+/// by [`Real::exp_with_tail`] and the AVX2 loops.
+pub(super) mod exp32 {
+    /// 1.5 * 2^23: adding it rounds to an integer.
+    pub const SHIFT: f32 = 12_582_912.0;
+    /// 9 significant bits: `k * LN2_HI` is exact.
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// Cephes' degree-7 polynomial (about 1 ulp): `exp(r) = 1 + r + r^2 p(r)`.
+    pub const POLY: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+}
+
+/// f64 twin of [`exp32`]: Taylor to degree 13 (truncation < 2^-60 on `|r| <= ln2/2`).
+pub(super) mod exp64 {
+    /// 1.5 * 2^52.
+    pub const SHIFT: f64 = 6_755_399_441_055_744.0;
+    /// Low 32 bits zero: `k * LN2_HI` is exact.
+    pub const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    pub const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    pub const POLY: [f64; 12] = [
+        1.0 / 6_227_020_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+    ];
+}
+
 /// The [`Real`] methods that run a hand-written AVX2 loop when `FMA` is asked for on x86-64
 /// (the CPU is checked again: a cached flag, once per call).
 macro_rules! exp_loops {
@@ -128,9 +170,7 @@ impl Real for f32 {
     fn exp_with_tail<const FMA: bool>(hi: f32, lo: f32) -> f32 {
         // Cody-Waite reduction exp(x) = 2^k exp(r), |r| <= ln2/2, then Cephes' degree-7
         // polynomial (about 1 ulp), and 2^k built in the exponent bits.
-        const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-        const LN2_HI: f32 = 0.693_359_4; // 9 significant bits: k * LN2_HI is exact
-        const LN2_LO: f32 = -2.121_944_4e-4;
+        use exp32::{LN2_HI, LN2_LO, POLY, SHIFT};
         const SMALLEST: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
                                           // `k` from `hi + lo` (so a sizeable `lo`, e.g. a shift's low part, keeps the reduced
                                           // argument in range); `lo` limited to [-8, 8] (NaN: -8) and `hi` to [-100, 100] keep
@@ -149,12 +189,10 @@ impl Real for f32 {
         let k = t - SHIFT;
         let r = k.mul_add_if::<FMA>(-LN2_HI, hi_c);
         let r = k.mul_add_if::<FMA>(-LN2_LO, r) + lo;
-        let mut p = 1.987_569_1e-4_f32;
-        p = p.mul_add_if::<FMA>(r, 1.398_199_9e-3);
-        p = p.mul_add_if::<FMA>(r, 8.333_452e-3);
-        p = p.mul_add_if::<FMA>(r, 4.166_579_6e-2);
-        p = p.mul_add_if::<FMA>(r, 1.666_666_5e-1);
-        p = p.mul_add_if::<FMA>(r, 0.5);
+        let mut p = POLY[0];
+        for &c in &POLY[1..] {
+            p = p.mul_add_if::<FMA>(r, c);
+        }
         let y = p.mul_add_if::<FMA>(r * r, r) + 1.0;
         let k_bits = t.to_bits().wrapping_sub(SHIFT.to_bits());
         let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
@@ -197,9 +235,7 @@ impl Real for f64 {
     #[inline(always)]
     fn exp_with_tail<const FMA: bool>(hi: f64, lo: f64) -> f64 {
         // Same scheme as f32 with a degree-13 Taylor polynomial (truncation < 2^-60 on |r| <= ln2/2).
-        const SHIFT: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
-        const LN2_HI: f64 = 6.931_471_803_691_238e-1; // low 32 bits zero: k * LN2_HI is exact
-        const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+        use exp64::{LN2_HI, LN2_LO, POLY, SHIFT};
         const SMALLEST: f64 = -708.396_418_532_264_1; // ln(f64::MIN_POSITIVE)
         let lo = if lo > 8.0 {
             8.0
@@ -215,22 +251,8 @@ impl Real for f64 {
         let k = t - SHIFT;
         let r = k.mul_add_if::<FMA>(-LN2_HI, hi_c);
         let r = k.mul_add_if::<FMA>(-LN2_LO, r) + lo;
-        const C: [f64; 12] = [
-            1.0 / 6_227_020_800.0,
-            1.0 / 479_001_600.0,
-            1.0 / 39_916_800.0,
-            1.0 / 3_628_800.0,
-            1.0 / 362_880.0,
-            1.0 / 40_320.0,
-            1.0 / 5_040.0,
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-        ];
-        let mut p = C[0];
-        for &c in &C[1..] {
+        let mut p = POLY[0];
+        for &c in &POLY[1..] {
             p = p.mul_add_if::<FMA>(r, c);
         }
         let y = p.mul_add_if::<FMA>(r * r, r) + 1.0;
