@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import sys
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ except ImportError:  # pragma: no cover - numpy 1.24
 
 __all__ = [
     "as_float_array",
+    "as_ndarray",
     "as_target",
     "as_weight",
     "binary_args",
@@ -83,6 +85,58 @@ def broadcast(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return a if a.shape == shape else np.broadcast_to(a, shape)
 
 
+def _bfloat16_view(x: Any) -> np.ndarray | None:
+    """A NumPy bfloat16 view of a foreign bfloat16 tensor that DLPack cannot carry (NumPy has no
+    bfloat16 DLPack code), through a same-size integer view (PyTorch's ``Tensor.view(dtype)``);
+    None when ``x`` is not such a tensor or ml_dtypes is not installed."""
+    if not str(getattr(x, "dtype", "")).endswith("bfloat16") or not hasattr(x, "view"):
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    library = sys.modules.get(type(x).__module__.partition(".")[0])
+    int16 = getattr(library, "int16", None)
+    if int16 is None:
+        return None
+    try:
+        bits = np.from_dlpack(x.view(int16))
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return None
+    return bits.view(ml_dtypes.bfloat16)
+
+
+def as_ndarray(x: Any, name: str) -> np.ndarray:
+    """``x`` as a NumPy array, sharing memory where the layout allows.
+
+    Foreign arrays that speak DLPack (PyTorch and JAX CPU tensors, ...) are viewed through it,
+    bfloat16 tensors included; everything else goes through ``np.asarray`` (array interface,
+    buffer protocol such as ``memoryview``, ``__array__``, nested sequences).
+    """
+    if isinstance(x, np.ndarray):
+        return np.asarray(x)  # a subclass (np.matrix, masked) as its base-class view
+    if hasattr(type(x), "__dlpack__"):
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+            view = _bfloat16_view(x)
+            if view is not None:
+                return view
+            dlpack_error = exc  # np.asarray below may still read it (e.g. via __array__)
+    else:
+        dlpack_error = None
+    try:
+        a = np.asarray(x)
+    except ValueError as exc:  # e.g. a ragged nested list
+        raise ValueError(f"{name}: cannot be converted to an array ({exc})") from None
+    except (RuntimeError, TypeError) as exc:  # e.g. a tensor that requires grad
+        reason = dlpack_error if dlpack_error is not None else exc
+        raise TypeError(f"{name}: cannot be read as an array ({reason})") from None
+    if dlpack_error is not None and a.dtype == object:  # np.asarray wrapped the tensor itself
+        raise TypeError(f"{name}: cannot be read as an array ({dlpack_error})")
+    return a
+
+
 def as_float_array(x: Any, name: str) -> np.ndarray:
     """``np.asarray(x)`` as a native-byte-order floating array, without copying when possible.
 
@@ -96,10 +150,7 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
         and x.ndim <= MAX_DIMS
     ):
         return x  # the common case: nothing to check or convert
-    try:
-        a = np.asarray(x)
-    except ValueError as exc:  # e.g. a ragged nested list
-        raise ValueError(f"{name}: cannot be converted to an array ({exc})") from None
+    a = as_ndarray(x, name)
     if a.ndim > MAX_DIMS:
         raise ValueError(f"{name}: {a.ndim} dimensions; at most {MAX_DIMS} are supported")
     dtype = a.dtype
@@ -201,10 +252,7 @@ def as_target(
     Returns ``("index", int64 array of shape x.shape without axis)`` for integer targets, or
     ``("probs", float array of x's shape)`` for floating (and bool) targets.
     """
-    try:
-        t = np.asarray(target)
-    except ValueError as exc:  # e.g. a ragged nested list
-        raise ValueError(f"{name}: cannot be converted to an array ({exc})") from None
+    t = as_ndarray(target, name)
     batch = x.shape[:axis] + x.shape[axis + 1 :]
     kind = t.dtype.kind
     # An empty list becomes an empty float64 array: if it fits the batch shape, it is indices.
