@@ -50,6 +50,19 @@ def test_missing_native_module_falls_back_with_a_warning():
     assert "xent_rs._native" in messages  # says why
 
 
+@pytest.mark.skipif(
+    os.environ.get("XENT_RS_EXPECT_INSTALLED") != "1", reason="CI sets XENT_RS_EXPECT_INSTALLED"
+)
+def test_ci_tests_the_installed_wheel_not_the_source_tree():
+    source_tree = os.path.join(os.path.dirname(os.path.dirname(__file__)), "python")
+    package = os.path.realpath(xr.__file__)
+    assert not package.startswith(os.path.realpath(source_tree) + os.sep), package
+    assert xr.BACKEND == "rust"
+    expected_simd = "portable" if os.environ.get("XENT_RS_SIMD") == "portable" else None
+    if expected_simd is not None:
+        assert xr._native.simd_level() == expected_simd
+
+
 @needs_rust
 def test_simd_can_be_forced_to_the_portable_path():
     code = "import xent_rs; print(xent_rs._native.simd_level())"
