@@ -1,8 +1,11 @@
 """The ``xent-rs`` command line.
 
 ``xent-rs bench [--quick] [--repeat N] [--threads T] [--only NAME ...] [--plot FILE] [--json]``
-times xent_rs against its peers (see :mod:`xent_rs._bench`); ``xent-rs --version`` prints the
-version and the backend. Errors print one line on stderr and exit with code 2.
+times xent_rs against its peers (see :mod:`xent_rs._bench`); ``xent-rs score LOGITS LABELS
+[--axis A] [--ignore-index I] [--label-smoothing E] [--probs] [--key K] [--out LOSSES.npy]
+[--json] [--chunk-rows R]`` streams saved logits and labels through the cross-entropy and prints
+the mean loss, perplexity and accuracy (see :mod:`xent_rs._score`); ``xent-rs --version`` prints
+the version and the backend. Errors print one line on stderr and exit with code 2.
 
 Each subcommand is one ``_add_<name>`` function that registers its parser and sets ``handler``;
 adding a subcommand is writing such a function and listing it in ``_COMMANDS``.
@@ -18,7 +21,7 @@ from typing import Any, NoReturn
 
 import xent_rs
 
-from . import _bench
+from . import _bench, _score
 
 PROG = "xent-rs"
 
@@ -105,8 +108,113 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+# --------------------------------------------------------------------------- score
+_SCORE_EXAMPLES = """\
+examples:
+  xent-rs score logits.npy labels.npy
+  xent-rs score logits.npy labels.npy --ignore-index -100 --out losses.npy
+  xent-rs score outputs.npz labels.npy --key logits --axis 1 --json
+  xent-rs score probs.npy labels.npy --probs --label-smoothing 0.1
+
+The summary gives the rows, the ignored rows, the mean loss over the scored rows in nats and in
+bits, the perplexity exp(mean nats), the top-1 accuracy (argmax == label), the time and the GB/s
+of LOGITS read. With --json, one JSON object on stdout; a value that is undefined (every row
+ignored) or not finite is null. Exit status 2 on bad input, with one line on stderr.
+"""
+
+
+def _add_score(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "score",
+        help="mean cross-entropy, perplexity and accuracy of saved logits against labels",
+        description=(  # wrapped by hand: RawDescriptionHelpFormatter keeps the examples' layout
+            "Score a model's saved outputs: the cross-entropy of LOGITS against the class\n"
+            "indices in LABELS, as xent_rs.cross_entropy (PyTorch semantics) computes it. Both\n"
+            "files are memory-mapped and streamed through in chunks of rows, so files larger\n"
+            "than RAM work; the loss is summed in float64."
+        ),
+        epilog=_SCORE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "logits",
+        metavar="LOGITS",
+        help="float16, float32, float64 or bfloat16 (saved by np.save as '<V2'; needs ml_dtypes) "
+        ".npy, or a .npz with --key",
+    )
+    p.add_argument(
+        "labels",
+        metavar="LABELS",
+        help="integer class indices, .npy, of the shape of LOGITS without the class axis",
+    )
+    p.add_argument(
+        "--key",
+        metavar="K",
+        help="the array of a .npz LOGITS (np.savez's keyword); an uncompressed member is "
+        "memory-mapped, a compressed one (np.savez_compressed) is loaded whole",
+    )
+    p.add_argument("--axis", type=int, default=-1, metavar="A", help="class axis (default -1)")
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=-100,
+        metavar="I",
+        help="label of rows left out of the mean and the accuracy (default -100)",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        metavar="E",
+        help="in [0, 1], as in PyTorch (default 0); with --probs: (1-E) nll + E/C "
+        "sum_c -log clip(p_c)",
+    )
+    p.add_argument(
+        "--probs",
+        action="store_true",
+        help="LOGITS holds probabilities: xent_rs.categorical_cross_entropy, -log clip(p, eps, "
+        "1-eps)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="LOSSES.npy",
+        help="also write the per-row losses (float32, LABELS' shape, 0 for ignored rows); "
+        "written to a temporary file and renamed, so a failed run leaves no partial file",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        metavar="R",
+        help=f"rows per chunk (default: as many as fit in {_score.DEFAULT_CHUNK_BYTES >> 20} MiB "
+        "of LOGITS)",
+    )
+    p.set_defaults(handler=_cmd_score)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    try:
+        return _score.run(
+            args.logits,
+            args.labels,
+            key=args.key,
+            axis=args.axis,
+            ignore_index=args.ignore_index,
+            label_smoothing=args.label_smoothing,
+            probs=args.probs,
+            out_path=args.out,
+            as_json=args.json,
+            chunk_rows=args.chunk_rows,
+        )
+    except _score.ScoreError as exc:
+        raise CliError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- parser
-_COMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (_add_bench,)
+_COMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
+    _add_bench,
+    _add_score,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
