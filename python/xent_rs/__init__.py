@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 import warnings
 from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
 from . import reference
 
 __version__ = "0.1.0"
 
 
-def _select_backend() -> tuple[ModuleType, str]:
+def _select_backend() -> tuple[ModuleType, Literal["rust", "python"]]:
     choice = os.environ.get("XENT_RS_BACKEND", "").strip().lower()
     if choice == "python":
         return reference, "python"
@@ -44,18 +45,43 @@ def _select_backend() -> tuple[ModuleType, str]:
 
 _impl, BACKEND = _select_backend()
 
-log_softmax = _impl.log_softmax
-softmax = _impl.softmax
-logsumexp = _impl.logsumexp
-entropy = _impl.entropy
-kl_divergence = _impl.kl_divergence
-cross_entropy = _impl.cross_entropy
-cross_entropy_with_grad = _impl.cross_entropy_with_grad
-nll_loss = _impl.nll_loss
-categorical_cross_entropy = _impl.categorical_cross_entropy
-binary_cross_entropy = _impl.binary_cross_entropy
-binary_cross_entropy_with_logits = _impl.binary_cross_entropy_with_logits
-set_num_threads = _impl.set_num_threads
-get_num_threads = _impl.get_num_threads
+if TYPE_CHECKING:
+    # Type checkers see the reference's signatures (overloads included), whichever backend runs:
+    # _rust.py's functions are typed as the reference's (see _rust._documented_by).
+    from .reference import (
+        binary_cross_entropy,
+        binary_cross_entropy_with_logits,
+        categorical_cross_entropy,
+        cross_entropy,
+        cross_entropy_with_grad,
+        entropy,
+        get_num_threads,
+        kl_divergence,
+        log_softmax,
+        logsumexp,
+        nll_loss,
+        set_num_threads,
+        softmax,
+    )
+else:
+    globals().update({name: getattr(_impl, name) for name in reference.__all__})
 
-__all__ = ["BACKEND", "__version__", "reference", *reference.__all__]
+# A literal list, which type checkers read (tests/test_typing.py checks it against the reference).
+__all__ = [
+    "BACKEND",
+    "__version__",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "categorical_cross_entropy",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "entropy",
+    "get_num_threads",
+    "kl_divergence",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "reference",
+    "set_num_threads",
+    "softmax",
+]

@@ -50,7 +50,7 @@ _INT64 = np.dtype(np.int64)
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _EPS = {_FLOAT32: float(np.finfo(np.float32).eps), _FLOAT64: float(np.finfo(np.float64).eps)}
-_SCALAR_TYPES = {_FLOAT32: np.float32, _FLOAT64: np.float64}
+_SCALAR_TYPES: dict[np.dtype, type[np.floating[Any]]] = {_FLOAT32: np.float32, _FLOAT64: np.float64}
 # np.float32(value) is slow (~0.3 us); with NumPy 2's promotion (NEP 50) -0.0 + value rounds
 # value to float32 once and is exactly that (-0.0 + v is v for every v, zeros' signs included).
 _FLOAT32_NEG_ZERO = np.float32(-0.0)
@@ -103,7 +103,8 @@ def _bfloat16_view(x: Any) -> np.ndarray | None:
         bits = np.from_dlpack(x.view(int16))
     except (BufferError, RuntimeError, TypeError, ValueError):
         return None
-    return bits.view(ml_dtypes.bfloat16)
+    view: np.ndarray = bits.view(ml_dtypes.bfloat16)  # (NumPy types this as Any)
+    return view
 
 
 def as_ndarray(x: Any, name: str) -> np.ndarray:
@@ -210,7 +211,7 @@ def _as_real(value: Any, name: str) -> float:
     try:
         return float(value)
     except OverflowError:  # an int beyond float's range
-        return float("inf") if value > 0 else float("-inf")
+        return float("-inf") if value < 0 else float("inf")
 
 
 def check_label_smoothing(value: Any) -> float:
@@ -331,7 +332,9 @@ def broadcastable_to_input(arr: Any, x_shape: tuple[int, ...], name: str) -> np.
     return a
 
 
-def finish_reduction(total: float, denominator: float, reduction: str, dtype: Any) -> np.generic:
+def finish_reduction(
+    total: float, denominator: float, reduction: str, dtype: Any
+) -> np.floating[Any]:
     """The scalar result of a ``"sum"`` or ``"mean"`` reduction, IEEE division (0/0 is nan)."""
     scalar_type = _SCALAR_TYPES.get(dtype) or np.dtype(dtype).type
     if reduction == "sum":

@@ -1,8 +1,11 @@
-"""Type stubs of the native module (``src/bindings.rs``). Private: use :mod:`xent_rs`."""
+"""Type stubs of the native module (``src/bindings.rs``). Private: use :mod:`xent_rs`.
+
+Arrays are validated (dtype, shape, layout) by the bindings; :mod:`xent_rs._rust` prepares them.
+"""
 
 from typing import Any
 
-import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "binary_loss",
@@ -19,42 +22,43 @@ __all__ = [
     "softmax_into",
 ]
 
-_LossResult = tuple[float, float]
+_Array = npt.NDArray[Any]
+_LossResult = tuple[float, float]  # (total, denominator of the mean)
 
-def softmax_into(x: np.ndarray, out: Any, axis: int, log: bool) -> None: ...
-def softmax_in_place(x: np.ndarray, axis: int, log: bool) -> None: ...
-def logsumexp(x: np.ndarray, axis: int, out: np.ndarray) -> None: ...
-def entropy(p: np.ndarray, axis: int, out: np.ndarray) -> None: ...
-def kl_divergence(p: np.ndarray, q: Any, axis: int, out: np.ndarray) -> None: ...
+def softmax_into(x: _Array, out: _Array, axis: int, log: bool) -> None: ...
+def softmax_in_place(x: _Array, axis: int, log: bool) -> None: ...
+def logsumexp(x: _Array, axis: int, out: _Array) -> None: ...
+def entropy(p: _Array, axis: int, out: _Array) -> None: ...
+def kl_divergence(p: _Array, q: _Array, axis: int, out: _Array) -> None: ...
 def cross_entropy(
-    logits: np.ndarray,
-    target: Any,
+    logits: _Array,
+    target: _Array,
     axis: int,
-    weight: Any | None,
+    weight: _Array | None,
     ignore_index: int,
     label_smoothing: float,
-    out: np.ndarray | None,
-    grad: Any | None,
+    out: _Array | None,
+    grad: _Array | None,
     mean: bool,
 ) -> _LossResult: ...
 def picked_loss(
-    x: np.ndarray,
-    target: Any,
+    x: _Array,
+    target: _Array,
     axis: int,
-    weight: Any | None,
+    weight: _Array | None,
     ignore_index: int,
     eps: float | None,
-    out: np.ndarray | None,
+    out: _Array | None,
 ) -> _LossResult: ...
 def binary_loss(
-    x: np.ndarray,
-    target: Any,
-    weight: Any | None,
-    pos_weight: Any | None,
+    x: _Array,
+    target: _Array,
+    weight: _Array | None,
+    pos_weight: _Array | None,
     logits: bool,
-    out: np.ndarray | None,
+    out: _Array | None,
 ) -> _LossResult: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def simd_level() -> str: ...
-def read_floor(*arrays: Any) -> float: ...
+def read_floor(*arrays: _Array) -> float: ...

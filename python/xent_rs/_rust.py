@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -20,10 +20,13 @@ from .reference import Loss
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _documented_by(spec: Callable[..., Any]) -> Callable[[_F], _F]:
-    def attach(f: _F) -> _F:
+def _documented_by(spec: _F) -> Callable[[Callable[..., Any]], _F]:
+    """Give the decorated function ``spec``'s docstring and, for type checkers, its signature
+    (overloads included): the reference is the one source of both."""
+
+    def attach(f: Callable[..., Any]) -> _F:
         f.__doc__ = spec.__doc__
-        return f
+        return cast(_F, f)
 
     return attach
 
@@ -80,7 +83,7 @@ def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def _softmax(x: npt.ArrayLike, axis: Any, out: Any, log: bool) -> np.ndarray:
+def _softmax(x: npt.ArrayLike, axis: Any, out: np.ndarray | None, log: bool) -> np.ndarray:
     xa = _args.as_float_array(x, "x")
     ax = _args.normalize_axis(axis, xa.ndim)
     if out is None:

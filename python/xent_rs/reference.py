@@ -7,12 +7,20 @@ float32 and float64 inputs give results in their own dtype; float16 and bfloat16
 ``log_softmax``/``softmax`` in their own dtype and everything else in float32. Integer and bool
 inputs are float64. No input is modified and no floating-point warning is ever emitted: NaN and
 infinities propagate as IEEE arithmetic says.
+
+The signatures here are the typed API of :mod:`xent_rs`, whichever backend runs it, and so are
+the docstrings, whose examples assume ``import numpy as np`` and ``import xent_rs as xr``:
+
+>>> import numpy as np, xent_rs as xr
+>>> x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+>>> np.allclose(xr.reference.softmax(x), xr.softmax(x))
+True
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal, SupportsIndex, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +42,13 @@ __all__ = [
     "set_num_threads",
     "softmax",
 ]
+
+# Types of the public signatures. The losses' overloads type the result by reduction: "mean"
+# and "sum" (the default) give a NumPy scalar, "none" an array, a _Reduction variable either.
+_Reduction = Literal["none", "mean", "sum"]
+_FloatArray = npt.NDArray[np.floating[Any]]
+_FloatScalar = np.floating[Any]
+_FloatArrayT = TypeVar("_FloatArrayT", bound=_FloatArray)  # softmax's out=, returned as is
 
 Loss = np.ndarray | np.generic  # per-sample array for reduction="none", else a NumPy scalar
 
@@ -66,7 +81,8 @@ def _shift_and_log_sum(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _log_softmax_last(z: np.ndarray) -> np.ndarray:
     shift, log_sum = _shift_and_log_sum(z)
-    return (z - shift) - log_sum
+    log_p: np.ndarray = (z - shift) - log_sum  # (annotated: NumPy types this as Any)
+    return log_p
 
 
 def _into(result: np.ndarray, shape: tuple[int, ...], out: Any) -> np.ndarray:
@@ -149,11 +165,20 @@ def _reduce(per: np.ndarray, denominator: float, reduction: str, dtype: np.dtype
 
 
 def _softplus(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+    softplus: np.ndarray = np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+    return softplus
 
 
 # --------------------------------------------------------------------------- softmax family
-def log_softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+@overload
+def log_softmax(x: npt.ArrayLike, axis: SupportsIndex = ..., *, out: None = ...) -> _FloatArray: ...
+@overload
+def log_softmax(
+    x: npt.ArrayLike, axis: SupportsIndex = ..., *, out: _FloatArrayT
+) -> _FloatArrayT: ...
+def log_softmax(
+    x: npt.ArrayLike, axis: SupportsIndex = -1, *, out: _FloatArray | None = None
+) -> _FloatArray:
     """Logarithm of the softmax along ``axis``: ``x - logsumexp(x)``, computed stably.
 
     A row containing NaN gives NaN; a row whose maximum is +inf gives -inf for its finite
@@ -184,9 +209,12 @@ def log_softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = No
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> ref.log_softmax([0.0, 0.0])
+    >>> xr.log_softmax([0.0, 0.0])
     array([-0.69314718, -0.69314718])
+    >>> x = np.array([[1.0, 2.0, 3.0]])
+    >>> y = xr.log_softmax(x, out=x)  # in place
+    >>> y is x, x
+    (True, array([[-2.40760596, -1.40760596, -0.40760596]]))
     """
     xa, ax, z = _class_last(x, axis, "x")
     with np.errstate(all="ignore"):
@@ -194,7 +222,13 @@ def log_softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = No
     return _into(result, xa.shape, out)
 
 
-def softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+@overload
+def softmax(x: npt.ArrayLike, axis: SupportsIndex = ..., *, out: None = ...) -> _FloatArray: ...
+@overload
+def softmax(x: npt.ArrayLike, axis: SupportsIndex = ..., *, out: _FloatArrayT) -> _FloatArrayT: ...
+def softmax(
+    x: npt.ArrayLike, axis: SupportsIndex = -1, *, out: _FloatArray | None = None
+) -> _FloatArray:
     """Softmax along ``axis``: ``exp(log_softmax(x, axis))``.
 
     Parameters
@@ -222,11 +256,12 @@ def softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) 
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import xent_rs.reference as ref
-    >>> ref.softmax([[1.0, 1.0], [0.0, np.log(3.0)]])
+    >>> xr.softmax([[1.0, 1.0], [0.0, np.log(3.0)]])
     array([[0.5 , 0.5 ],
            [0.25, 0.75]])
+    >>> xr.softmax(np.array([[0.0, 1.0], [0.0, 1.0]], dtype=np.float16), axis=0)
+    array([[0.5, 0.5],
+           [0.5, 0.5]], dtype=float16)
     """
     xa, ax, z = _class_last(x, axis, "x")
     with np.errstate(all="ignore"):
@@ -234,9 +269,21 @@ def softmax(x: npt.ArrayLike, axis: int = -1, *, out: np.ndarray | None = None) 
     return _into(result, xa.shape, out)
 
 
+@overload
 def logsumexp(
-    x: npt.ArrayLike, axis: int = -1, *, keepdims: bool = False
-) -> np.ndarray | np.generic:
+    x: npt.ArrayLike, axis: SupportsIndex = ..., *, keepdims: Literal[False] = ...
+) -> _FloatArray | _FloatScalar: ...
+@overload
+def logsumexp(
+    x: npt.ArrayLike, axis: SupportsIndex = ..., *, keepdims: Literal[True]
+) -> _FloatArray: ...
+@overload
+def logsumexp(
+    x: npt.ArrayLike, axis: SupportsIndex = ..., *, keepdims: bool
+) -> _FloatArray | _FloatScalar: ...
+def logsumexp(
+    x: npt.ArrayLike, axis: SupportsIndex = -1, *, keepdims: bool = False
+) -> _FloatArray | _FloatScalar:
     """``log(sum(exp(x)))`` along ``axis``, stable for any magnitude.
 
     NaN in a row gives NaN, +inf gives +inf, a row of only -inf (or an empty row) gives -inf.
@@ -252,8 +299,9 @@ def logsumexp(
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        ``x``'s shape without ``axis`` (a scalar for 1-D ``x``); float32 for float16 input.
+    numpy.ndarray or numpy.floating
+        ``x``'s shape without ``axis``, a NumPy scalar for 1-D ``x`` (with ``keepdims``,
+        ``axis`` kept with length 1); float32 for float16 input.
 
     Raises
     ------
@@ -264,9 +312,11 @@ def logsumexp(
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> print(ref.logsumexp([1000.0, 1000.0]))
-    1000.6931471805599
+    >>> print(xr.logsumexp([1000.0, 1000.0]).round(6))  # no overflow
+    1000.693147
+    >>> xr.logsumexp([[0.0, 0.0], [1.0, 1.0]], keepdims=True)
+    array([[0.69314718],
+           [1.69314718]])
     """
     xa, ax, z = _class_last(x, axis, "x")
     with np.errstate(all="ignore"):
@@ -275,7 +325,7 @@ def logsumexp(
     return np.expand_dims(lse, ax) if _args.check_keepdims(keepdims) else lse[()]
 
 
-def entropy(p: npt.ArrayLike, axis: int = -1) -> np.ndarray | np.generic:
+def entropy(p: npt.ArrayLike, axis: SupportsIndex = -1) -> _FloatArray | _FloatScalar:
     """Shannon entropy ``-sum p log p`` in nats along ``axis``, without normalising ``p``.
 
     Elementwise exactly ``scipy.special.entr``: ``-p log p`` for ``p > 0``, 0 for ``p == 0``,
@@ -290,8 +340,8 @@ def entropy(p: npt.ArrayLike, axis: int = -1) -> np.ndarray | np.generic:
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        ``p``'s shape without ``axis`` (a scalar for 1-D ``p``); float32 for float16 input.
+    numpy.ndarray or numpy.floating
+        ``p``'s shape without ``axis`` (a NumPy scalar for 1-D ``p``); float32 for float16 input.
 
     Raises
     ------
@@ -302,17 +352,21 @@ def entropy(p: npt.ArrayLike, axis: int = -1) -> np.ndarray | np.generic:
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> print(ref.entropy([0.5, 0.5, 0.0]))
-    0.6931471805599453
+    >>> print(xr.entropy([0.5, 0.5, 0.0]).round(6))  # 0 log 0 = 0
+    0.693147
+    >>> xr.entropy([[1.0, 0.0], [0.25, 0.75]])
+    array([0.        , 0.56233514])
     """
     pa, _, z = _class_last(p, axis, "p")
     with np.errstate(all="ignore"):
         entr = np.select([np.isnan(z), z > 0, z == 0], [z, -z * np.log(z), 0.0], -np.inf)
-        return entr.sum(axis=-1).astype(_args.compute_dtype(pa.dtype))[()]
+        h: _FloatArray | _FloatScalar = entr.sum(axis=-1).astype(_args.compute_dtype(pa.dtype))[()]
+        return h
 
 
-def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> np.ndarray | np.generic:
+def kl_divergence(
+    p: npt.ArrayLike, q: npt.ArrayLike, axis: SupportsIndex = -1
+) -> _FloatArray | _FloatScalar:
     """Kullback-Leibler divergence ``sum p log(p / q)`` in nats along ``axis``.
 
     Elementwise exactly ``scipy.special.rel_entr``: ``p log(p/q)`` for ``p > 0, q > 0``, 0 for
@@ -327,8 +381,9 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> np.ndar
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        The broadcast shape without ``axis``; float32 unless an input is float64.
+    numpy.ndarray or numpy.floating
+        The broadcast shape without ``axis`` (a NumPy scalar for 1-D inputs); float32 unless an
+        input is float64.
 
     Raises
     ------
@@ -341,9 +396,10 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> np.ndar
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> print(ref.kl_divergence([0.5, 0.5], [0.25, 0.75]).round(6))
+    >>> print(xr.kl_divergence([0.5, 0.5], [0.25, 0.75]).round(6))
     0.143841
+    >>> xr.kl_divergence([[0.5, 0.5], [1.0, 0.0]], [0.5, 0.5])  # q broadcast over the rows
+    array([0.        , 0.69314718])
     """
     pb, qb, ax = _args.kl_args(p, q, axis)
     P, Q = (np.moveaxis(a, ax, -1).astype(np.float64) for a in (pb, qb))
@@ -355,7 +411,8 @@ def kl_divergence(p: npt.ArrayLike, q: npt.ArrayLike, axis: int = -1) -> np.ndar
             [np.nan, P * (np.log(P) - np.log(Q)), 0.0],
             np.inf,
         )
-        return rel.sum(axis=-1).astype(dtype)[()]
+        kl: _FloatArray | _FloatScalar = rel.sum(axis=-1).astype(dtype)[()]
+        return kl
 
 
 # --------------------------------------------------------------------------- categorical losses
@@ -428,13 +485,46 @@ def _cross_entropy(
         return loss, np.moveaxis(grad, -1, ax).astype(xa.dtype)
 
 
+@overload
 def cross_entropy(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
     *,
-    axis: int = -1,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    label_smoothing: float = ...,
+    reduction: Literal["mean", "sum"] = ...,
+) -> _FloatScalar: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    label_smoothing: float = ...,
+    reduction: Literal["none"],
+) -> _FloatArray: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    label_smoothing: float = ...,
+    reduction: _Reduction,
+) -> _FloatArray | _FloatScalar: ...
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None,
-    ignore_index: int = -100,
+    ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
 ) -> Loss:
@@ -449,28 +539,69 @@ def cross_entropy(
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        The loss; float32 for float16 logits.
+    numpy.floating or numpy.ndarray
+        A NumPy scalar for ``"mean"`` and ``"sum"``, the per-sample losses for ``"none"``;
+        float32 for float16 logits.
 
     {raises}    Examples
     --------
-    >>> import numpy as np
-    >>> import xent_rs.reference as ref
-    >>> print(ref.cross_entropy(np.zeros((2, 4)), [1, 3]))
-    1.3862943611198906
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    >>> print(xr.cross_entropy(logits, [0, 2]).round(6))
+    0.669962
+    >>> xr.cross_entropy(logits, [0, 2], reduction="none")
+    array([0.2413113 , 1.09861229])
+    >>> print(xr.cross_entropy(logits, [0, -100]).round(6))  # -100: ignored
+    0.241311
+    >>> print(xr.cross_entropy(logits, [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]).round(6))  # soft
+    0.669962
+    >>> print(xr.cross_entropy(logits, [0, 2], label_smoothing=0.1).round(6))
+    0.744962
     """
     return _cross_entropy(
         logits, target, axis, weight, ignore_index, label_smoothing, reduction, False
     )[0]
 
 
+@overload
 def cross_entropy_with_grad(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
     *,
-    axis: int = -1,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    label_smoothing: float = ...,
+    reduction: Literal["mean", "sum"] = ...,
+) -> tuple[_FloatScalar, _FloatArray]: ...
+@overload
+def cross_entropy_with_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    label_smoothing: float = ...,
+    reduction: Literal["none"],
+) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def cross_entropy_with_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    label_smoothing: float = ...,
+    reduction: _Reduction,
+) -> tuple[_FloatArray | _FloatScalar, _FloatArray]: ...
+def cross_entropy_with_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None,
-    ignore_index: int = -100,
+    ignore_index: SupportsIndex = -100,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
 ) -> tuple[Loss, np.ndarray]:
@@ -486,15 +617,16 @@ def cross_entropy_with_grad(
 
     Returns
     -------
-    loss : numpy.ndarray or numpy.generic
+    loss : numpy.floating or numpy.ndarray
         As :func:`cross_entropy`.
     grad : numpy.ndarray
         ``d loss / d logits``, of ``logits``' shape and dtype.
 
     {raises}    Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> loss, grad = ref.cross_entropy_with_grad([[0.0, 0.0]], [1])
+    >>> loss, grad = xr.cross_entropy_with_grad([[0.0, 0.0]], [1])
+    >>> print(loss.round(6))
+    0.693147
     >>> grad
     array([[ 0.5, -0.5]])
     """
@@ -505,13 +637,43 @@ def cross_entropy_with_grad(
     return loss, grad
 
 
+@overload
 def nll_loss(
     log_probs: npt.ArrayLike,
     target: npt.ArrayLike,
     *,
-    axis: int = -1,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    reduction: Literal["mean", "sum"] = ...,
+) -> _FloatScalar: ...
+@overload
+def nll_loss(
+    log_probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    reduction: Literal["none"],
+) -> _FloatArray: ...
+@overload
+def nll_loss(
+    log_probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    reduction: _Reduction,
+) -> _FloatArray | _FloatScalar: ...
+def nll_loss(
+    log_probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = -1,
     weight: npt.ArrayLike | None = None,
-    ignore_index: int = -100,
+    ignore_index: SupportsIndex = -100,
     reduction: str = "mean",
 ) -> Loss:
     """Negative log-likelihood, ``torch.nn.functional.nll_loss``: ``-w_t log_probs_t`` per sample.
@@ -521,15 +683,17 @@ def nll_loss(
     {params}
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        The loss; float32 for float16 input.
+    numpy.floating or numpy.ndarray
+        A NumPy scalar for ``"mean"`` and ``"sum"``, the per-sample losses for ``"none"``;
+        float32 for float16 input.
 
     {raises}    Examples
     --------
-    >>> import numpy as np
-    >>> import xent_rs.reference as ref
-    >>> print(ref.nll_loss(np.log([[0.5, 0.5], [0.25, 0.75]]), [0, 1], reduction="sum").round(6))
+    >>> log_probs = np.log([[0.5, 0.5], [0.25, 0.75]])
+    >>> print(xr.nll_loss(log_probs, [0, 1], reduction="sum").round(6))
     0.980829
+    >>> xr.nll_loss(log_probs, [0, 1], reduction="none")
+    array([0.69314718, 0.28768207])
     """
     xa, ax, reduction, _, ignore_index, kind, t, w = _class_args(
         log_probs, target, axis, weight, ignore_index, reduction, "log_probs"
@@ -540,14 +704,47 @@ def nll_loss(
         return _reduce(per, denominator, reduction, _args.compute_dtype(xa.dtype))
 
 
+@overload
 def categorical_cross_entropy(
     probs: npt.ArrayLike,
     target: npt.ArrayLike,
     *,
-    axis: int = -1,
+    axis: SupportsIndex = ...,
+    eps: float | None = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    reduction: Literal["mean", "sum"] = ...,
+) -> _FloatScalar: ...
+@overload
+def categorical_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    eps: float | None = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    reduction: Literal["none"],
+) -> _FloatArray: ...
+@overload
+def categorical_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = ...,
+    eps: float | None = ...,
+    weight: npt.ArrayLike | None = ...,
+    ignore_index: SupportsIndex = ...,
+    reduction: _Reduction,
+) -> _FloatArray | _FloatScalar: ...
+def categorical_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    axis: SupportsIndex = -1,
     eps: float | None = None,
     weight: npt.ArrayLike | None = None,
-    ignore_index: int = -100,
+    ignore_index: SupportsIndex = -100,
     reduction: str = "mean",
 ) -> Loss:
     """Cross-entropy of predicted probabilities: ``-sum_k w_k y_k log clip(p_k, eps, 1 - eps)``.
@@ -561,14 +758,17 @@ def categorical_cross_entropy(
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        The loss; float32 for float16 input.
+    numpy.floating or numpy.ndarray
+        A NumPy scalar for ``"mean"`` and ``"sum"``, the per-sample losses for ``"none"``;
+        float32 for float16 input.
 
     {raises}    Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> print(ref.categorical_cross_entropy([[0.5, 0.5], [0.0, 1.0]], [0, 0], eps=1e-7).round(4))
-    8.4056
+    >>> probs = [[0.5, 0.5], [0.0, 1.0]]
+    >>> print(xr.categorical_cross_entropy(probs, [0, 1]).round(6))
+    0.346574
+    >>> xr.categorical_cross_entropy(probs, [0, 0], eps=1e-7, reduction="none")  # log(1e-7)
+    array([ 0.69314718, 16.11809565])
     """
     xa, ax, reduction, _, ignore_index, kind, t, w = _class_args(
         probs, target, axis, weight, ignore_index, reduction, "probs"
@@ -596,6 +796,30 @@ del _f, _x, _x_doc, _params, _raises
 
 
 # --------------------------------------------------------------------------- binary losses
+@overload
+def binary_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = ...,
+    reduction: Literal["mean", "sum"] = ...,
+) -> _FloatScalar: ...
+@overload
+def binary_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = ...,
+    reduction: Literal["none"],
+) -> _FloatArray: ...
+@overload
+def binary_cross_entropy(
+    probs: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = ...,
+    reduction: _Reduction,
+) -> _FloatArray | _FloatScalar: ...
 def binary_cross_entropy(
     probs: npt.ArrayLike,
     target: npt.ArrayLike,
@@ -620,8 +844,9 @@ def binary_cross_entropy(
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        The loss; float32 for float16 input.
+    numpy.floating or numpy.ndarray
+        A NumPy scalar for ``"mean"`` and ``"sum"``, the per-sample losses for ``"none"``;
+        float32 for float16 input.
 
     Raises
     ------
@@ -632,9 +857,10 @@ def binary_cross_entropy(
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> print(ref.binary_cross_entropy([0.5, 1.0], [1.0, 0.0], reduction="sum"))
-    100.69314718055995
+    >>> xr.binary_cross_entropy([0.5, 1.0], [1.0, 0.0], reduction="none")  # logs clamped
+    array([  0.69314718, 100.        ])
+    >>> print(xr.binary_cross_entropy([0.5, 1.0], [1.0, 0.0], reduction="sum").round(6))
+    100.693147
     """
     p, t, w, _, reduction = _args.binary_args(probs, target, weight, None, reduction, "probs")
     with np.errstate(invalid="ignore"):  # NaN compares False (bfloat16 comparisons warn)
@@ -652,6 +878,33 @@ def binary_cross_entropy(
         return _reduce(per, float(per.size), reduction, _args.compute_dtype(p.dtype))
 
 
+@overload
+def binary_cross_entropy_with_logits(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = ...,
+    pos_weight: npt.ArrayLike | None = ...,
+    reduction: Literal["mean", "sum"] = ...,
+) -> _FloatScalar: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = ...,
+    pos_weight: npt.ArrayLike | None = ...,
+    reduction: Literal["none"],
+) -> _FloatArray: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = ...,
+    pos_weight: npt.ArrayLike | None = ...,
+    reduction: _Reduction,
+) -> _FloatArray | _FloatScalar: ...
 def binary_cross_entropy_with_logits(
     logits: npt.ArrayLike,
     target: npt.ArrayLike,
@@ -679,8 +932,9 @@ def binary_cross_entropy_with_logits(
 
     Returns
     -------
-    numpy.ndarray or numpy.generic
-        The loss; float32 for float16 input.
+    numpy.floating or numpy.ndarray
+        A NumPy scalar for ``"mean"`` and ``"sum"``, the per-sample losses for ``"none"``;
+        float32 for float16 input.
 
     Raises
     ------
@@ -691,9 +945,12 @@ def binary_cross_entropy_with_logits(
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> print(ref.binary_cross_entropy_with_logits([0.0], [1.0], pos_weight=[2.0]))
-    1.3862943611198906
+    >>> print(xr.binary_cross_entropy_with_logits([0.0, 0.0], [1.0, 0.0]).round(6))
+    0.693147
+    >>> xr.binary_cross_entropy_with_logits(
+    ...     [[0.0, 0.0]], [[1.0, 0.0]], pos_weight=[2.0, 2.0], reduction="none"
+    ... )
+    array([[1.38629436, 0.69314718]])
     """
     x, t, w, pw, reduction = _args.binary_args(
         logits, target, weight, pos_weight, reduction, "logits"
@@ -737,10 +994,11 @@ def set_num_threads(n: int) -> None:
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> ref.set_num_threads(2)
-    >>> ref.get_num_threads()
+    >>> previous = xr.get_num_threads()
+    >>> xr.set_num_threads(2)
+    >>> xr.get_num_threads()
     2
+    >>> xr.set_num_threads(previous)
     """
     global _num_threads
     _num_threads = _args.check_num_threads(n)
@@ -753,8 +1011,7 @@ def get_num_threads() -> int:
 
     Examples
     --------
-    >>> import xent_rs.reference as ref
-    >>> ref.get_num_threads() >= 1
+    >>> xr.get_num_threads() >= 1
     True
     """
     return _default_num_threads() if _num_threads is None else _num_threads
