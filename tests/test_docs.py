@@ -44,3 +44,14 @@ def test_function_examples(module: ModuleType, name: str):
 @pytest.mark.parametrize("module", [xr, reference], ids=["xent_rs", "reference"])
 def test_module_examples(module: ModuleType):
     assert run_examples(module.__doc__, module.__name__, {}), f"{module.__name__} has no example"
+
+
+def test_dask_examples():
+    """``xent_rs.dask``'s module and function docstrings (dask's synchronous scheduler)."""
+    pytest.importorskip("dask.array")
+    from xent_rs import dask as xd
+
+    docs = [(xd.__name__, xd.__doc__)]
+    docs += [(f"{xd.__name__}.{name}", getattr(xd, name).__doc__) for name in xd.__all__]
+    for name, doc in docs:
+        assert run_examples(doc, name, {}), f"{name} has no example"

@@ -44,7 +44,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import dask.array as da
+try:
+    import dask.array as da
+except ImportError as exc:  # pragma: no cover - the extra is not installed
+    raise ImportError(f"xent_rs.dask needs dask: pip install 'xent_rs[dask]' ({exc})") from exc
 import numpy as np
 import numpy.typing as npt
 
