@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,18 @@ PASS, FAIL = TYPING / "pass_api.py", TYPING / "fail_api.py"
 CONFIG = Path(__file__).parents[1] / "pyproject.toml"  # the project's [tool.mypy]
 
 
-def package_modules(package: Path) -> list[Path]:
-    """Every module of the package, passed as sources: found through imports, errors in an
-    installed package would be silenced. ``dask.py`` needs dask to type-check."""
+def package_modules(package: Path, into: Path) -> list[Path]:
+    """Every module of the imported package, copied into ``into/xent_rs`` and passed as sources:
+    found through imports, errors in an installed package would be silenced, and a file inside
+    site-packages passed as a source makes mypy take the whole of site-packages for the
+    project's own code. ``dask.py`` needs dask to type-check."""
     has_dask = importlib.util.find_spec("dask") is not None
-    return sorted(
-        path
-        for path in [*package.glob("*.py"), *package.glob("*.pyi")]
-        if path.name != "dask.py" or has_dask
-    )
+    copy = into / package.name
+    copy.mkdir()
+    for path in [*package.glob("*.py"), *package.glob("*.pyi"), package / "py.typed"]:
+        if path.name != "dask.py" or has_dask:
+            shutil.copy2(path, copy / path.name)
+    return sorted(path for path in copy.iterdir() if path.suffix in (".py", ".pyi"))
 
 
 ERROR = re.compile(r"(?P<path>.+?):(?P<line>\d+): error: .*  \[(?P<code>[a-z-]+)\]")
@@ -48,7 +52,7 @@ def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[Pat
         "--no-pretty",
         f"--cache-dir={tmp_path_factory.mktemp('mypy_cache')}",
         *([f"--config-file={CONFIG}"] if CONFIG.is_file() else []),
-        *map(str, package_modules(package)),
+        *map(str, package_modules(package, tmp_path_factory.mktemp("sources"))),
         str(PASS),
         str(FAIL),
     ]
