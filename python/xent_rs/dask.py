@@ -40,14 +40,15 @@ mapped over the blocks.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-try:
-    import dask.array as da
-except ImportError as exc:  # pragma: no cover - the extra is not installed
-    raise ImportError(f"xent_rs.dask needs dask: pip install 'xent_rs[dask]' ({exc})") from exc
+if importlib.util.find_spec("dask") is None:  # pragma: no cover - the extra is not installed
+    raise ImportError("xent_rs.dask needs dask: pip install 'xent_rs[dask]'")
+
+import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
