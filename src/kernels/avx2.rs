@@ -20,7 +20,7 @@ use super::real::{exp32, exp64};
 /// so that the polynomial stays finite where that zero scale applies.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn exp_f32(d: __m256, lo: __m256) -> __m256 {
+pub(super) fn exp_f32(d: __m256, lo: __m256) -> __m256 {
     let shift = _mm256_set1_ps(exp32::SHIFT);
     // maxps/minps return their second operand when either is NaN: a NaN `d` passes, a NaN
     // `lo` becomes -8.
@@ -53,7 +53,7 @@ fn exp_f32(d: __m256, lo: __m256) -> __m256 {
 /// `k = -1023` gives a zero scale).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
+pub(super) fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
     let shift = _mm256_set1_pd(exp64::SHIFT);
     let lo = _mm256_min_pd(_mm256_max_pd(lo, _mm256_set1_pd(-8.0)), _mm256_set1_pd(8.0));
     let d = _mm256_max_pd(_mm256_set1_pd(-720.0), d);
@@ -82,7 +82,7 @@ fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
 /// TwoSum's rounding error of `d = x - m`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sub_error_f32(x: __m256, m: __m256, d: __m256) -> __m256 {
+pub(super) fn sub_error_f32(x: __m256, m: __m256, d: __m256) -> __m256 {
     let m_virtual = _mm256_sub_ps(x, d);
     let x_virtual = _mm256_add_ps(d, m_virtual);
     _mm256_add_ps(_mm256_sub_ps(x, x_virtual), _mm256_sub_ps(m_virtual, m))
@@ -90,7 +90,7 @@ fn sub_error_f32(x: __m256, m: __m256, d: __m256) -> __m256 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sub_error_f64(x: __m256d, m: __m256d, d: __m256d) -> __m256d {
+pub(super) fn sub_error_f64(x: __m256d, m: __m256d, d: __m256d) -> __m256d {
     let m_virtual = _mm256_sub_pd(x, d);
     let x_virtual = _mm256_add_pd(d, m_virtual);
     _mm256_add_pd(_mm256_sub_pd(x, x_virtual), _mm256_sub_pd(m_virtual, m))

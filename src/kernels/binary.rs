@@ -499,7 +499,7 @@ fn segment_kind<X: Lane, G: Real, const FMA: bool>(
 
 /// `s` as a slice of `B` when `A` is `B`.
 #[inline(always)]
-fn same_type<A: 'static, B: 'static>(s: &[A]) -> Option<&[B]> {
+pub(super) fn same_type<A: 'static, B: 'static>(s: &[A]) -> Option<&[B]> {
     if TypeId::of::<A>() == TypeId::of::<B>() {
         // SAFETY: A and B are the same type, so the slice is a slice of B.
         Some(unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<B>(), s.len()) })
@@ -510,7 +510,7 @@ fn same_type<A: 'static, B: 'static>(s: &[A]) -> Option<&[B]> {
 
 /// [`same_type`] for a mutable slice.
 #[inline(always)]
-fn same_type_mut<A: 'static, B: 'static>(s: &mut [A]) -> Option<&mut [B]> {
+pub(super) fn same_type_mut<A: 'static, B: 'static>(s: &mut [A]) -> Option<&mut [B]> {
     if TypeId::of::<A>() == TypeId::of::<B>() {
         // SAFETY: A and B are the same type, so the slice is a slice of B.
         Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<B>(), s.len()) })

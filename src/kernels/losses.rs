@@ -6,10 +6,15 @@
 //! `logsumexp(x) - x_t`, which cancels to 0.
 
 use super::error::KernelError;
+use super::parallel::rows_per_block;
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
+use super::short_rows::{self, ShortRows};
 use super::simd::{soft_target_sum, weighted_gap_sum, Isa};
-use super::softmax::{max_sum, run_rows, softmax_from_stats, split_row_stats, MaxSum, RowKernel};
+use super::softmax::{
+    max_sum, run_rows, run_rows_in_blocks, softmax_from_stats, split_row_stats, MaxSum, RowKernel,
+};
+use super::vlog::VLog;
 use std::ops::Range;
 
 pub use super::binary::{binary, softplus, Binary, BinaryInputs};
@@ -123,17 +128,17 @@ fn all_finite<F: Real>(full: &MaxSum<F>, x_target: F) -> bool {
 
 /// `logsumexp(x) - x_t` from the statistics of the row and `x_t`, without cancellation.
 #[inline(always)]
-fn target_nll<F: Real>(full: MaxSum<F>, x_target: F) -> f64 {
+fn target_nll<F: Real, const FMA: bool>(full: MaxSum<F>, x_target: F) -> f64 {
     let (m, xt) = (full.max.to_f64(), x_target.to_f64());
     if !all_finite(&full, x_target) {
         full.log_sum_exp() - xt
-    } else if xt == m && full.count == 1.0 {
-        // The target is the unique maximum and `rest` is the sum over the other classes
-        // (each difference carried exactly): loss = log1p(Σ_{j≠t} exp(x_j - x_t)).
-        full.rest.ln_1p()
     } else {
-        // log(sum) >= log(2) or m - x_t > 0: two non-negative terms.
-        (m - xt) + full.sum().ln()
+        // (m - x_t) + log(count + rest): two non-negative terms. When the target is the
+        // unique maximum this is exactly log1p(rest), `rest` the sum over the other classes
+        // (each difference carried exactly): loss = log1p(Σ_{j≠t} exp(x_j - x_t)). The lane
+        // logarithm of `vlog` (within an ulp), as in the batched path of `short_rows`, so
+        // both give the same losses.
+        (m - xt) + f64::vln_1p::<FMA>((full.count - 1.0) + full.rest)
     }
 }
 
@@ -248,7 +253,7 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
                 Some(all) => all[r],
                 None => max_sum::<E::Compute, FMA>(row),
             };
-            let nll = target_nll(full, row[t]);
+            let nll = target_nll::<E::Compute, FMA>(full, row[t]);
             let w_t = self.options.weight_of(t);
             let loss = if eps == 0.0 {
                 w_t * nll
@@ -319,6 +324,21 @@ pub fn cross_entropy_index<E: Element>(
     if let Some(w) = options.weight {
         assert_eq!(w.len(), x.len());
     }
+    let n_classes = x.len();
+    let short = grad.is_none()
+        && options.label_smoothing == 0.0
+        && (1..=short_rows::MAX_CLASSES).contains(&n_classes)
+        && x.contiguous_rows(0..x.n_rows()).is_some();
+    if short && short_rows::targets_in_range(isa, targets, n_classes, options.ignore_index) {
+        let kernel = CrossEntropyShort {
+            x,
+            targets,
+            options,
+        };
+        // Whole groups of rows in every block but the last.
+        let per_block = rows_per_block(n_classes).next_multiple_of(short_rows::GROUP);
+        return total_of(run_rows_in_blocks(isa, &kernel, out, n_classes, per_block));
+    }
     let denominator = check_targets(targets, x.len(), &options)?;
     let stats = split_row_stats(isa, x);
     let kernel = CrossEntropyIndex {
@@ -330,6 +350,50 @@ pub fn cross_entropy_index<E: Element>(
         stats: stats.as_deref(),
     };
     total_of(run_rows(isa, &kernel, out, x.len()))
+}
+
+/// [`CrossEntropyIndex`] without gradient nor label smoothing, for few classes and rows laid
+/// out one after the other: batched across rows (see [`short_rows`]).
+struct CrossEntropyShort<'r, 'a, E: Element> {
+    x: &'r Rows<'a, E>,
+    targets: &'r [i64],
+    options: ClassOptions<'r, E::Compute>,
+}
+
+impl<E: Element> RowKernel for CrossEntropyShort<'_, '_, E> {
+    type PerRow = E::Compute;
+    type Block = Result<Total, KernelError>;
+
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) -> Self::Block {
+        let c = self.x.len();
+        let raw = self
+            .x
+            .contiguous_rows(rows.clone())
+            .expect("checked contiguous");
+        let mut scratch = Vec::new();
+        let x = match E::as_compute(raw) {
+            Some(direct) => direct,
+            None => {
+                scratch.resize(raw.len(), E::Compute::ZERO);
+                E::to_compute_slice(raw, &mut scratch);
+                &scratch
+            }
+        };
+        let targets = &self.targets[rows];
+        let inputs = ShortRows {
+            x,
+            n_classes: c,
+            targets,
+            ignore_index: self.options.ignore_index,
+            weight: self.options.weight,
+        };
+        let [loss, weight] = short_rows::block::<E::Compute, FMA>(&inputs, out, |r| {
+            let row = &x[r * c..(r + 1) * c];
+            target_nll::<E::Compute, FMA>(max_sum::<E::Compute, FMA>(row), row[targets[r] as usize])
+        });
+        Ok(Total { loss, weight })
+    }
 }
 
 struct CrossEntropyProbs<'r, 'a, E: Element, T> {

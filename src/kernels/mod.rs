@@ -9,6 +9,7 @@ pub mod losses;
 pub mod parallel;
 pub mod real;
 pub mod rows;
+mod short_rows;
 pub mod simd;
 pub mod softmax;
 pub mod vlog;

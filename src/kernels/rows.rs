@@ -142,6 +142,25 @@ impl<'a, T: Element> Rows<'a, T> {
         self.segment(row, 0..self.len, scratch)
     }
 
+    /// Rows `rows` as one slice of the storage type, row after row, when the array lays them
+    /// out so (rows contiguous and consecutive, e.g. the last axis of a C-order array); else
+    /// `None`.
+    pub fn contiguous_rows(&self, rows: std::ops::Range<usize>) -> Option<&'a [T]> {
+        assert!(rows.start <= rows.end && rows.end <= self.n_rows);
+        let consecutive = match (self.offsets.shape.len(), self.offsets.strides.first()) {
+            (0, _) => true,
+            (1, Some(&s)) => s == self.len as isize,
+            _ => false,
+        };
+        if !(self.stride == 1 || self.len <= 1) || !consecutive || rows.is_empty() {
+            return None;
+        }
+        // SAFETY: `rows.start < n_rows`, so the first row starts inside the array, and the
+        // rows up to `rows.end` follow it contiguously (checked above) inside the array the
+        // view borrowed.
+        Some(unsafe { std::slice::from_raw_parts(self.start(rows.start), rows.len() * self.len) })
+    }
+
     /// Elements `cols` of row `row`, as [`Rows::row`] hands out whole rows.
     #[inline(always)]
     pub fn segment<'s>(

@@ -211,8 +211,19 @@ pub fn run_rows<K: RowKernel>(
     out: &mut [K::PerRow],
     row_len: usize,
 ) -> Vec<K::Block> {
+    run_rows_in_blocks(isa, kernel, out, row_len, rows_per_block(row_len))
+}
+
+/// [`run_rows`] with blocks of `per_block` rows (a function of the shape alone).
+pub fn run_rows_in_blocks<K: RowKernel>(
+    isa: Isa,
+    kernel: &K,
+    out: &mut [K::PerRow],
+    row_len: usize,
+    per_block: usize,
+) -> Vec<K::Block> {
     let elements = out.len().saturating_mul(row_len.max(1));
-    map_blocks_with_output(out, rows_per_block(row_len), elements, |rows, out| {
+    map_blocks_with_output(out, per_block, elements, |rows, out| {
         dispatch(isa, Run { kernel, rows, out })
     })
 }

@@ -229,17 +229,17 @@ impl VLog for f32 {
 
 // ------------------------------------------------------------------------------------ f64
 
-const F64_LN2_HI: f64 = 6.931_471_803_691_238e-1; // low 32 bits zero (fdlibm)
-const F64_LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-const F64_SQRT_HALF_BITS: u64 = 0x3FE6_A09E_667F_3BCD;
+pub(super) const F64_LN2_HI: f64 = 6.931_471_803_691_238e-1; // low 32 bits zero (fdlibm)
+pub(super) const F64_LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+pub(super) const F64_SQRT_HALF_BITS: u64 = 0x3FE6_A09E_667F_3BCD;
 const F64_MANTISSA: u64 = 0x000F_FFFF_FFFF_FFFF;
-const F64_BIAS: u64 = 1023 << 52;
+pub(super) const F64_BIAS: u64 = 1023 << 52;
 /// `from_bits(F64_MAGIC_BITS | n) - 2^52 = n` converts a small integer (AVX2 has no
 /// 64-bit integer to float conversion).
-const F64_MAGIC_BITS: u64 = 0x4330_0000_0000_0000;
+pub(super) const F64_MAGIC_BITS: u64 = 0x4330_0000_0000_0000;
 /// `R(z) / z` of fdlibm's `log1p(f) = f - (f²/2 - s (f²/2 + R))`, `z = s²`, near-minimax on
 /// `z` in `[0, 0.04]` (error 2.5e-17, 0.01 ulp in the logarithm).
-const F64_LOG1P_T: [f64; 8] = [
+pub(super) const F64_LOG1P_T: [f64; 8] = [
     0.136_040_157_071_240_79,
     0.132_103_604_851_326_2,
     0.153_888_346_778_019_16,

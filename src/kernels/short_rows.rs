@@ -1,0 +1,1026 @@
+//! Cross-entropy with class-index targets over short contiguous rows, vectorised across rows.
+//!
+//! For a handful of classes the row path (`losses::CrossEntropyIndex`) spends most of its few
+//! hundred instructions per row on per-row setup, horizontal reductions and a libm logarithm.
+//! Here [`GROUP`] consecutive rows are processed together, one lane per row: column `j` of
+//! the group (a gather with the row stride) is one vector, so the maximum, the count of
+//! maxima, `Σ exp(x - m)` over the others, the target pick, the logarithm and the sums are
+//! all lane-wise.
+//!
+//! Same values as the row path: the terms `exp(x - m)` (the difference carried exactly, the
+//! same exponential as the row path's for each instruction set) are added in the order of the
+//! row path's sixteen accumulators and of its final fold, so `count` and `rest` are bitwise
+//! those of `softmax::max_sum`, and the loss is `losses::target_nll`'s
+//! `(m - x_t) + log1p((count - 1) + rest)` (exactly `log1p(rest)` when the target is the
+//! unique maximum) with the same lane logarithm of [`super::vlog`]: the losses are bitwise
+//! those of the row path. Rows with a non-finite statistic (NaN, ±inf, a gap overflowing f64) are handed
+//! back to the row path, so every special case behaves as there.
+
+// Lane loops index several arrays by lane on purpose (that is what vectorises).
+#![allow(clippy::needless_range_loop)]
+
+use super::binary::{same_type, same_type_mut};
+use super::real::{CompensatedSum, Real};
+use super::simd::{dispatch, exp_sub, Isa, SimdTask};
+use super::vlog::VLog;
+
+/// Rows of at most this many classes take the batched path.
+pub const MAX_CLASSES: usize = 64;
+/// Rows processed together (one lane each).
+pub const GROUP: usize = 8;
+/// The row path's partial sums of `exp(x - m)`: element `j` goes to accumulator `j % 16`.
+const ACCUMULATORS: usize = 16;
+
+/// A block of rows: `targets.len()` rows of `n_classes` elements each, row after row in `x`.
+#[derive(Clone, Copy, Debug)]
+pub struct ShortRows<'a, F> {
+    pub x: &'a [F],
+    pub n_classes: usize,
+    pub targets: &'a [i64],
+    pub ignore_index: i64,
+    /// One weight per class.
+    pub weight: Option<&'a [F]>,
+}
+
+/// The statistics of a group of rows, lane `l` for row `l`: as `MaxSum` (`count` an exact
+/// integer) plus the target's logit.
+#[derive(Clone, Copy, Debug)]
+struct Group<F> {
+    max: [F; GROUP],
+    count: [F; GROUP],
+    rest: [F; GROUP],
+    x_target: [F; GROUP],
+}
+
+impl<F: Real> Group<F> {
+    fn new() -> Self {
+        Group {
+            max: [F::ZERO; GROUP],
+            count: [F::ZERO; GROUP],
+            rest: [F::ZERO; GROUP],
+            x_target: [F::ZERO; GROUP],
+        }
+    }
+}
+
+/// Where each lane reads: the offset of its row's first element in the block, and its target
+/// (0 for ignored lanes, whose results are discarded).
+#[derive(Clone, Copy, Debug)]
+struct Lanes {
+    start: [i32; GROUP],
+    target: [i32; GROUP],
+}
+
+/// The compute types, each with the group statistics of its instruction sets.
+trait GroupStats: Real {
+    /// # Safety
+    /// `start[l] + c <= x.len()` and `target[l] < c` for every lane, `c <= MAX_CLASSES`, and
+    /// with `AVX` the CPU has AVX2 and FMA.
+    unsafe fn group<const FMA: bool, const AVX: bool>(
+        x: &[Self],
+        c: usize,
+        lanes: &Lanes,
+        out: &mut Group<Self>,
+    );
+}
+
+/// The lane loops of the portable row path (`simd::max_of`, `simd::sum_exp_lanes`).
+#[inline(always)]
+fn group_portable<F: Real, const FMA: bool>(x: &[F], c: usize, lanes: &Lanes, out: &mut Group<F>) {
+    let start = lanes.start.map(|s| s as usize);
+    let mut m = [F::NEG_INFINITY; GROUP];
+    for j in 0..c {
+        for l in 0..GROUP {
+            let v = x[start[l] + j];
+            // NaN is skipped, as by `max_of`.
+            m[l] = if v > m[l] { v } else { m[l] };
+        }
+    }
+    let mut acc = [[F::ZERO; GROUP]; ACCUMULATORS];
+    let mut count = [F::ZERO; GROUP];
+    for j in 0..c {
+        let a = &mut acc[j % ACCUMULATORS];
+        for l in 0..GROUP {
+            let v = x[start[l] + j];
+            let is_max = v == m[l];
+            let e = exp_sub::<F, FMA>(v, m[l], F::ZERO);
+            a[l] = a[l] + if is_max { F::ZERO } else { e };
+            count[l] = count[l] + if is_max { F::ONE } else { F::ZERO };
+        }
+    }
+    // `simd::fold_lanes`: pairwise, halving the width.
+    let mut width = ACCUMULATORS / 2;
+    while width > 0 {
+        for k in 0..width {
+            for l in 0..GROUP {
+                acc[k][l] = acc[k][l] + acc[k + width][l];
+            }
+        }
+        width /= 2;
+    }
+    for l in 0..GROUP {
+        out.x_target[l] = x[start[l] + lanes.target[l] as usize];
+    }
+    out.max = m;
+    out.count = count;
+    out.rest = acc[0];
+}
+
+impl GroupStats for f32 {
+    #[inline(always)]
+    unsafe fn group<const FMA: bool, const AVX: bool>(
+        x: &[f32],
+        c: usize,
+        lanes: &Lanes,
+        out: &mut Group<f32>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if AVX {
+            // SAFETY: the caller's contract.
+            return unsafe { avx2::group_f32(x, c, lanes, out) };
+        }
+        group_portable::<f32, FMA>(x, c, lanes, out)
+    }
+}
+
+impl GroupStats for f64 {
+    #[inline(always)]
+    unsafe fn group<const FMA: bool, const AVX: bool>(
+        x: &[f64],
+        c: usize,
+        lanes: &Lanes,
+        out: &mut Group<f64>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if AVX {
+            // SAFETY: the caller's contract.
+            return unsafe { avx2::group_f64(x, c, lanes, out) };
+        }
+        group_portable::<f64, FMA>(x, c, lanes, out)
+    }
+}
+
+/// f64 lanes of TwoSum pairs (losses and weights): each lane's sum within about a rounding.
+#[derive(Clone, Copy, Debug)]
+struct LaneSums {
+    hi: [[f64; GROUP]; 2],
+    lo: [[f64; GROUP]; 2],
+}
+
+impl LaneSums {
+    fn new() -> Self {
+        LaneSums {
+            hi: [[0.0; GROUP]; 2],
+            lo: [[0.0; GROUP]; 2],
+        }
+    }
+
+    /// Knuth's TwoSum of each lane of `loss` and `weight`.
+    #[inline(always)]
+    fn add(&mut self, loss: &[f64; GROUP], weight: &[f64; GROUP]) {
+        for (i, v) in [loss, weight].into_iter().enumerate() {
+            for l in 0..GROUP {
+                let (hi, lo) = (&mut self.hi[i], &mut self.lo[i]);
+                let s = hi[l] + v[l];
+                let b = s - hi[l];
+                lo[l] += (hi[l] - (s - b)) + (v[l] - b);
+                hi[l] = s;
+            }
+        }
+    }
+
+    /// The sums of the losses and of the weights: the lanes, then their rounding errors
+    /// (skipped once the sum is not finite: they are NaN then).
+    fn into_sums(self) -> [CompensatedSum; 2] {
+        let mut sums = [CompensatedSum::default(); 2];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            for &h in &self.hi[i] {
+                sum.add(h);
+            }
+            for &e in &self.lo[i] {
+                if sum.value().is_finite() && e.is_finite() {
+                    sum.add(e);
+                }
+            }
+        }
+        sums
+    }
+}
+
+/// Whether every target is a class index below `n_classes` or `ignore_index` (a branch-free
+/// pass in lanes; [`super::losses::check_targets`] finds the culprit otherwise).
+pub fn targets_in_range(isa: Isa, targets: &[i64], n_classes: usize, ignore_index: i64) -> bool {
+    dispatch(
+        isa,
+        InRange {
+            targets,
+            n_classes: n_classes.min(i64::MAX as usize) as i64,
+            ignore_index,
+        },
+    )
+}
+
+struct InRange<'a> {
+    targets: &'a [i64],
+    n_classes: i64,
+    ignore_index: i64,
+}
+
+impl SimdTask for InRange<'_> {
+    type Output = bool;
+    #[inline(always)]
+    fn run<const FMA: bool>(self) -> bool {
+        let (n, ignore) = (self.n_classes, self.ignore_index);
+        self.targets.chunks(1024).all(|chunk| {
+            chunk.iter().fold(0i64, |bad, &t| {
+                bad | (i64::from(t < 0 || t >= n) & i64::from(t != ignore))
+            }) == 0
+        })
+    }
+}
+
+/// The losses of a block (into `out`, one per row) and the sums of the losses and of the
+/// target weights of the rows not ignored. The targets must be in range (see
+/// [`targets_in_range`]), `1 <= n_classes <= MAX_CLASSES`. `fallback(r)` is the row path's
+/// unweighted loss of row `r` (called for rows with a non-finite statistic).
+#[inline(always)]
+pub fn block<F: Real, const FMA: bool>(
+    s: &ShortRows<'_, F>,
+    out: &mut [F],
+    mut fallback: impl FnMut(usize) -> f64,
+) -> [CompensatedSum; 2] {
+    let (n, c) = (s.targets.len(), s.n_classes);
+    assert!((1..=MAX_CLASSES).contains(&c) && s.x.len() == n * c && out.len() == n);
+    assert!(n * c <= i32::MAX as usize);
+    if let Some(w) = s.weight {
+        assert_eq!(w.len(), c);
+    }
+    let mut sums = LaneSums::new();
+    if let (Some(x), Some(out)) = (same_type::<F, f32>(s.x), same_type_mut::<F, f32>(out)) {
+        let weight = s.weight.map(|w| same_type::<F, f32>(w).expect("same type"));
+        let s = ShortRows {
+            x,
+            weight,
+            n_classes: c,
+            targets: s.targets,
+            ignore_index: s.ignore_index,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if FMA && super::simd::avx2_fma_available() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            let done = unsafe { avx2::groups_f32(&s, out, &mut sums, &mut fallback) };
+            groups::<f32, FMA, true>(&s, out, done, &mut sums, fallback);
+            return sums.into_sums();
+        }
+        groups::<f32, FMA, false>(&s, out, 0, &mut sums, fallback);
+    } else if let (Some(x), Some(out)) = (same_type::<F, f64>(s.x), same_type_mut::<F, f64>(out)) {
+        let weight = s.weight.map(|w| same_type::<F, f64>(w).expect("same type"));
+        let s = ShortRows {
+            x,
+            weight,
+            n_classes: c,
+            targets: s.targets,
+            ignore_index: s.ignore_index,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if FMA && super::simd::avx2_fma_available() {
+            groups::<f64, FMA, true>(&s, out, 0, &mut sums, fallback);
+            return sums.into_sums();
+        }
+        groups::<f64, FMA, false>(&s, out, 0, &mut sums, fallback);
+    } else {
+        unreachable!("Real is implemented for f32 and f64 only")
+    }
+    sums.into_sums()
+}
+
+/// The groups of rows from row `first` on (checked by [`block`]), in lane loops around
+/// [`GroupStats::group`].
+#[inline(always)]
+fn groups<F: GroupStats, const FMA: bool, const AVX: bool>(
+    s: &ShortRows<'_, F>,
+    out: &mut [F],
+    first: usize,
+    sums: &mut LaneSums,
+    mut fallback: impl FnMut(usize) -> f64,
+) {
+    let (n, c) = (s.targets.len(), s.n_classes);
+    let mut g = Group::<F>::new();
+    for r0 in (first..n).step_by(GROUP) {
+        let used = (n - r0).min(GROUP);
+        let mut t = [s.ignore_index; GROUP];
+        t[..used].copy_from_slice(&s.targets[r0..r0 + used]);
+        let mut lanes = Lanes {
+            start: [0; GROUP],
+            target: [0; GROUP],
+        };
+        let mut keep = [false; GROUP];
+        for l in 0..GROUP {
+            // Lanes past the end read the last row and are ignored.
+            lanes.start[l] = ((r0 + l.min(used - 1)) * c) as i32;
+            keep[l] = t[l] != s.ignore_index;
+            // In range: checked by the caller.
+            lanes.target[l] = if keep[l] { t[l] as i32 } else { 0 };
+        }
+        // SAFETY: every lane reads a row of the block (`start + c <= n * c`) and a target
+        // below `c`; `AVX` only where the CPU has AVX2 and FMA (see `block`).
+        unsafe { F::group::<FMA, AVX>(s.x, c, &lanes, &mut g) };
+        let mut nll = [0.0; GROUP];
+        for l in 0..GROUP {
+            let gap = g.max[l].to_f64() - g.x_target[l].to_f64();
+            let arg = (g.count[l].to_f64() - 1.0) + g.rest[l].to_f64();
+            nll[l] = gap + f64::vln_1p::<FMA>(arg);
+        }
+        let (mut loss, mut weight) = ([0.0; GROUP], [0.0; GROUP]);
+        for l in 0..GROUP {
+            let w = match s.weight {
+                Some(wv) => wv[lanes.target[l] as usize].to_f64(),
+                None => 1.0,
+            };
+            loss[l] = if keep[l] { w * nll[l] } else { 0.0 };
+            weight[l] = if keep[l] { w } else { 0.0 };
+        }
+        for l in 0..used {
+            if keep[l] && !nll[l].is_finite() {
+                loss[l] = weight[l] * fallback(r0 + l);
+            }
+            out[r0 + l] = F::from_f64(loss[l]);
+        }
+        sums.add(&loss, &weight);
+    }
+}
+
+/// The AVX2 row path's loops (`avx2::sum_exp_f32`, `avx2::sum_exp_f64`) across rows.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::super::avx2::{exp_f32, exp_f64, sub_error_f32, sub_error_f64};
+    use super::super::real::exp32;
+    use super::super::vlog::{
+        F64_BIAS, F64_LN2_HI, F64_LN2_LO, F64_LOG1P_T, F64_MAGIC_BITS, F64_SQRT_HALF_BITS,
+    };
+    use super::{Group, LaneSums, Lanes, ShortRows, ACCUMULATORS, GROUP, MAX_CLASSES};
+    use std::arch::x86_64::*;
+
+    /// Below this `min - max` (over the rows of a group) the exponential needs its clamps
+    /// (see `avx2::exp_f32`); above, every argument is in `(-88, 0]`, where they do nothing.
+    const CLAMP_FREE_RANGE: f32 = -87.0;
+
+    /// `avx2::exp_f32` for `d + lo` in `(-88, 0]` and `|lo|` tiny: the same operations but
+    /// the clamps, which do nothing there.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_f32_in_range(d: __m256, lo: __m256) -> __m256 {
+        let shift = _mm256_set1_ps(exp32::SHIFT);
+        let x = _mm256_add_ps(d, lo);
+        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
+        let k = _mm256_sub_ps(t, shift);
+        let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
+        let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
+        let r = _mm256_add_ps(r, lo);
+        let mut p = _mm256_set1_ps(exp32::POLY[0]);
+        for c in &exp32::POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+        }
+        let y = _mm256_add_ps(
+            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let bias = 127i32.wrapping_sub(exp32::SHIFT.to_bits() as i32) << 23;
+        let scale = _mm256_add_epi32(
+            _mm256_slli_epi32(_mm256_castps_si256(t), 23),
+            _mm256_set1_epi32(bias),
+        );
+        _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
+    }
+
+    /// `vlog`'s `f64::vln_1p` for `y >= 0` (below 2^53): the same operations without the
+    /// special cases. A NaN `y` gives NaN.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn log1p_nonneg(y: __m256d) -> __m256d {
+        let one = _mm256_set1_pd(1.0);
+        let u = _mm256_castpd_si256(_mm256_add_pd(one, y));
+        let ix = _mm256_add_epi64(
+            _mm256_sub_epi64(u, _mm256_set1_epi64x(F64_SQRT_HALF_BITS as i64)),
+            _mm256_set1_epi64x(F64_BIAS as i64),
+        );
+        let kb = _mm256_srli_epi64::<52>(ix);
+        let k_u = _mm256_sub_pd(
+            _mm256_castsi256_pd(_mm256_or_si256(
+                kb,
+                _mm256_set1_epi64x(F64_MAGIC_BITS as i64),
+            )),
+            _mm256_set1_pd(4_503_599_627_370_496.0 + 1023.0),
+        );
+        // Below 1/2, f = y; else f = (y + (1 - 2^k)) 2^-k, exact.
+        let direct = _mm256_cmp_pd::<_CMP_LT_OQ>(y, _mm256_set1_pd(0.5));
+        let pow2 = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(kb));
+        let inv_pow2 = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_sub_epi64(
+            _mm256_set1_epi64x(2046),
+            kb,
+        )));
+        let f_exact = _mm256_mul_pd(_mm256_add_pd(y, _mm256_sub_pd(one, pow2)), inv_pow2);
+        let f = _mm256_blendv_pd(f_exact, y, direct);
+        let k = _mm256_andnot_pd(direct, k_u);
+        // `vlog::f64_log1p_k`.
+        let s = _mm256_div_pd(f, _mm256_add_pd(_mm256_set1_pd(2.0), f));
+        let z = _mm256_mul_pd(s, s);
+        let mut p = _mm256_set1_pd(F64_LOG1P_T[0]);
+        for c in &F64_LOG1P_T[1..] {
+            p = _mm256_fmadd_pd(p, z, _mm256_set1_pd(*c));
+        }
+        let r = _mm256_mul_pd(p, z);
+        let hfsq = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), f), f);
+        let corr = _mm256_fmadd_pd(
+            s,
+            _mm256_add_pd(hfsq, r),
+            _mm256_mul_pd(k, _mm256_set1_pd(F64_LN2_LO)),
+        );
+        _mm256_fmsub_pd(
+            k,
+            _mm256_set1_pd(F64_LN2_HI),
+            _mm256_sub_pd(_mm256_sub_pd(hfsq, corr), f),
+        )
+    }
+
+    /// The second pass over the columns of a group: `exp(v - m)` of the non-maximal elements
+    /// into `acc` (column `j` into `acc[j % 16]`; with `NARROW`, `c <= 16` and `acc` is only
+    /// written), and the count of maxima (as `-1` per maximum, integer lanes).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn exp_pass<const IN_RANGE: bool, const NARROW: bool>(
+        cols: &[__m256],
+        m: __m256,
+        acc: &mut [__m256; ACCUMULATORS],
+    ) -> __m256i {
+        let mut count = _mm256_setzero_si256();
+        for (j, &v) in cols.iter().enumerate() {
+            let d = _mm256_sub_ps(v, m);
+            let lo = sub_error_f32(v, m, d);
+            let e = if IN_RANGE {
+                exp_f32_in_range(d, lo)
+            } else {
+                exp_f32(d, lo)
+            };
+            let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
+            let e = _mm256_andnot_ps(is_max, e);
+            if NARROW {
+                acc[j] = e;
+            } else {
+                let a = &mut acc[j % ACCUMULATORS];
+                *a = _mm256_add_ps(*a, e);
+            }
+            count = _mm256_add_epi32(count, _mm256_castps_si256(is_max));
+        }
+        count
+    }
+
+    /// The whole groups of a block of f32 rows (checked by [`super::block`]), the statistics
+    /// as [`group_f32`] and the rest as `super::groups`, all in registers. Returns the number
+    /// of rows done (the partial group at the end is left to `super::groups`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn groups_f32(
+        s: &ShortRows<'_, f32>,
+        out: &mut [f32],
+        sums: &mut LaneSums,
+        fallback: &mut impl FnMut(usize) -> f64,
+    ) -> usize {
+        if s.weight.is_some() {
+            groups_f32_with::<true>(s, out, sums, fallback)
+        } else {
+            groups_f32_with::<false>(s, out, sums, fallback)
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn groups_f32_with<const WEIGHTED: bool>(
+        s: &ShortRows<'_, f32>,
+        out: &mut [f32],
+        sums: &mut LaneSums,
+        fallback: &mut impl FnMut(usize) -> f64,
+    ) -> usize {
+        let (n, c) = (s.targets.len(), s.n_classes);
+        let full = n - n % GROUP;
+        assert!((1..=MAX_CLASSES).contains(&c) && s.x.len() == n * c && out.len() == n);
+        assert!(s.targets.len() >= full && out.len() >= full);
+        let weight = s.weight.unwrap_or(&[]);
+        assert!(!WEIGHTED || weight.len() == c);
+        let offsets = _mm256_mullo_epi32(
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            _mm256_set1_epi32(c as i32),
+        );
+        let ignore = _mm256_set1_epi64x(s.ignore_index);
+        let low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        let mut cols = [_mm256_setzero_ps(); MAX_CLASSES];
+        let mut acc = [_mm256_setzero_ps(); ACCUMULATORS];
+        // SAFETY: `sums` holds 8 f64 in each of its four arrays.
+        let mut lanes = unsafe {
+            [
+                [
+                    _mm256_loadu_pd(sums.hi[0].as_ptr()),
+                    _mm256_loadu_pd(sums.hi[0][4..].as_ptr()),
+                ],
+                [
+                    _mm256_loadu_pd(sums.lo[0].as_ptr()),
+                    _mm256_loadu_pd(sums.lo[0][4..].as_ptr()),
+                ],
+                [
+                    _mm256_loadu_pd(sums.hi[1].as_ptr()),
+                    _mm256_loadu_pd(sums.hi[1][4..].as_ptr()),
+                ],
+                [
+                    _mm256_loadu_pd(sums.lo[1].as_ptr()),
+                    _mm256_loadu_pd(sums.lo[1][4..].as_ptr()),
+                ],
+            ]
+        };
+        let cols = &mut cols[..c];
+        for r0 in (0..full).step_by(GROUP) {
+            // SAFETY: rows `r0..r0 + 8` are in the block: their `8c` elements are in `s.x`.
+            let base = unsafe { s.x.as_ptr().add(r0 * c) };
+            // Targets: ignored lanes read class 0 (in range by the caller's check).
+            // SAFETY: `r0 + 8 <= n` targets.
+            let (t_lo, t_hi) = unsafe {
+                (
+                    _mm256_loadu_si256(s.targets.as_ptr().add(r0).cast()),
+                    _mm256_loadu_si256(s.targets.as_ptr().add(r0 + 4).cast()),
+                )
+            };
+            let ignored = [
+                _mm256_cmpeq_epi64(t_lo, ignore),
+                _mm256_cmpeq_epi64(t_hi, ignore),
+            ];
+            let t = _mm256_permute2x128_si256::<0x20>(
+                _mm256_permutevar8x32_epi32(_mm256_andnot_si256(ignored[0], t_lo), low_halves),
+                _mm256_permutevar8x32_epi32(_mm256_andnot_si256(ignored[1], t_hi), low_halves),
+            );
+            // First pass: the columns (one gather each, kept for the second pass), their
+            // maximum and minimum (NaN skipped).
+            let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut lowest = _mm256_set1_ps(f32::INFINITY);
+            for (j, col) in cols.iter_mut().enumerate() {
+                // SAFETY: lane `l` reads element `j < c` of row `r0 + l`.
+                let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), offsets) };
+                *col = v;
+                m = _mm256_max_ps(v, m);
+                lowest = _mm256_min_ps(v, lowest);
+            }
+            let in_range = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(
+                _mm256_sub_ps(lowest, m),
+                _mm256_set1_ps(CLAMP_FREE_RANGE),
+            )) == 0xFF;
+            let count = match (in_range, c <= ACCUMULATORS) {
+                (true, true) => exp_pass::<true, true>(cols, m, &mut acc),
+                (false, true) => exp_pass::<false, true>(cols, m, &mut acc),
+                (true, false) => {
+                    acc = [_mm256_setzero_ps(); ACCUMULATORS];
+                    exp_pass::<true, false>(cols, m, &mut acc)
+                }
+                (false, false) => {
+                    acc = [_mm256_setzero_ps(); ACCUMULATORS];
+                    exp_pass::<false, false>(cols, m, &mut acc)
+                }
+            };
+            // `avx2::sum_exp_f32`'s fold (pairwise, halving the width), without adding the
+            // accumulators no column reached (+0: adding them changes nothing).
+            let mut active = c.min(ACCUMULATORS);
+            let mut width = ACCUMULATORS / 2;
+            while width > 0 {
+                for k in 0..active.saturating_sub(width) {
+                    acc[k] = _mm256_add_ps(acc[k], acc[k + width]);
+                }
+                active = active.min(width);
+                width /= 2;
+            }
+            let rest = acc[0];
+            // SAFETY: lane `l` reads element `t_l < c` of row `r0 + l`.
+            let xt = unsafe { _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(offsets, t)) };
+            let w = if WEIGHTED {
+                // SAFETY: every `t_l < c = weight.len()`.
+                unsafe { _mm256_i32gather_ps::<4>(weight.as_ptr(), t) }
+            } else {
+                _mm256_set1_ps(1.0)
+            };
+            // count - 1 (count is kept negated).
+            let count_m1 = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_add_epi32(count, _mm256_set1_epi32(1)),
+            );
+            let mut losses = [_mm256_setzero_pd(); 2];
+            let mut bad = 0;
+            for h in 0..2 {
+                let half_ps = |v: __m256| {
+                    if h == 0 {
+                        _mm256_castps256_ps128(v)
+                    } else {
+                        _mm256_extractf128_ps::<1>(v)
+                    }
+                };
+                let arg = _mm256_add_pd(
+                    _mm256_cvtepi32_pd(if h == 0 {
+                        _mm256_castsi256_si128(count_m1)
+                    } else {
+                        _mm256_extracti128_si256::<1>(count_m1)
+                    }),
+                    _mm256_cvtps_pd(half_ps(rest)),
+                );
+                let gap = _mm256_sub_pd(_mm256_cvtps_pd(half_ps(m)), _mm256_cvtps_pd(half_ps(xt)));
+                let nll = _mm256_add_pd(gap, log1p_nonneg(arg));
+                let finite = _mm256_cmp_pd::<_CMP_LT_OQ>(
+                    _mm256_andnot_pd(_mm256_set1_pd(-0.0), nll),
+                    _mm256_set1_pd(f64::INFINITY),
+                );
+                let ign = _mm256_castsi256_pd(ignored[h]);
+                bad |= (!_mm256_movemask_pd(_mm256_or_pd(finite, ign)) & 0xF) << (4 * h);
+                let wd = _mm256_andnot_pd(ign, _mm256_cvtps_pd(half_ps(w)));
+                let loss = if WEIGHTED {
+                    _mm256_mul_pd(wd, nll)
+                } else {
+                    nll
+                };
+                losses[h] = _mm256_andnot_pd(ign, loss);
+                if WEIGHTED {
+                    (lanes[2][h], lanes[3][h]) = two_sum(lanes[2][h], lanes[3][h], wd);
+                } else {
+                    lanes[2][h] = _mm256_add_pd(lanes[2][h], wd);
+                }
+            }
+            if bad != 0 {
+                let mut l8 = [0.0f64; GROUP];
+                let mut w8 = [0.0f32; GROUP];
+                // SAFETY: `l8` holds 8 f64 and `w8` 8 f32.
+                unsafe {
+                    _mm256_storeu_pd(l8.as_mut_ptr(), losses[0]);
+                    _mm256_storeu_pd(l8[4..].as_mut_ptr(), losses[1]);
+                    _mm256_storeu_ps(w8.as_mut_ptr(), w);
+                }
+                for l in 0..GROUP {
+                    if bad & (1 << l) != 0 {
+                        l8[l] = w8[l] as f64 * fallback(r0 + l);
+                    }
+                }
+                // SAFETY: as above.
+                unsafe {
+                    losses = [
+                        _mm256_loadu_pd(l8.as_ptr()),
+                        _mm256_loadu_pd(l8[4..].as_ptr()),
+                    ];
+                }
+            }
+            for h in 0..2 {
+                (lanes[0][h], lanes[1][h]) = two_sum(lanes[0][h], lanes[1][h], losses[h]);
+            }
+            // SAFETY: `r0 + 8 <= n = out.len()`.
+            unsafe {
+                _mm_storeu_ps(out.as_mut_ptr().add(r0), _mm256_cvtpd_ps(losses[0]));
+                _mm_storeu_ps(out.as_mut_ptr().add(r0 + 4), _mm256_cvtpd_ps(losses[1]));
+            }
+        }
+        // SAFETY: as for the loads.
+        unsafe {
+            for (i, which) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+                let dst = if which.0 == 0 {
+                    &mut sums.hi[which.1]
+                } else {
+                    &mut sums.lo[which.1]
+                };
+                _mm256_storeu_pd(dst.as_mut_ptr(), lanes[i][0]);
+                _mm256_storeu_pd(dst[4..].as_mut_ptr(), lanes[i][1]);
+            }
+        }
+        full
+    }
+
+    /// Knuth's TwoSum: `hi + lo + v` as a new `(hi, lo)`, lane-wise.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn two_sum(hi: __m256d, lo: __m256d, v: __m256d) -> (__m256d, __m256d) {
+        let s = _mm256_add_pd(hi, v);
+        let b = _mm256_sub_pd(s, hi);
+        let err = _mm256_add_pd(_mm256_sub_pd(hi, _mm256_sub_pd(s, b)), _mm256_sub_pd(v, b));
+        (s, _mm256_add_pd(lo, err))
+    }
+
+    /// # Safety
+    /// As for [`super::GroupStats::group`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn group_f32(x: &[f32], c: usize, lanes: &Lanes, out: &mut Group<f32>) {
+        debug_assert!(lanes.start.iter().all(|&s| s as usize + c <= x.len()));
+        let base = x.as_ptr();
+        // SAFETY: `lanes` holds 8 i32 each.
+        let (start, target) = unsafe {
+            (
+                _mm256_loadu_si256(lanes.start.as_ptr().cast()),
+                _mm256_loadu_si256(lanes.target.as_ptr().cast()),
+            )
+        };
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for j in 0..c {
+            // `maxps` returns its second operand when either is NaN: NaN is skipped.
+            // SAFETY: `start[l] + j < x.len()` for every lane (the caller's contract).
+            let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), start) };
+            m = _mm256_max_ps(v, m);
+        }
+        let mut acc = [_mm256_setzero_ps(); ACCUMULATORS];
+        let mut count = _mm256_setzero_si256();
+        for j in 0..c {
+            // SAFETY: as above.
+            let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), start) };
+            let d = _mm256_sub_ps(v, m);
+            let e = exp_f32(d, sub_error_f32(v, m, d));
+            let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
+            let a = &mut acc[j % ACCUMULATORS];
+            *a = _mm256_add_ps(*a, _mm256_andnot_ps(is_max, e));
+            count = _mm256_sub_epi32(count, _mm256_castps_si256(is_max));
+        }
+        // `avx2::sum_exp_f32`'s fold: the two registers, then the horizontal sum (pairwise).
+        let mut width = ACCUMULATORS / 2;
+        while width > 0 {
+            for k in 0..width {
+                acc[k] = _mm256_add_ps(acc[k], acc[k + width]);
+            }
+            width /= 2;
+        }
+        // SAFETY: `target[l] < c`, so `start[l] + target[l]` is in the lane's row.
+        let xt = unsafe { _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(start, target)) };
+        // SAFETY: each destination holds 8 f32.
+        unsafe {
+            _mm256_storeu_ps(out.max.as_mut_ptr(), m);
+            _mm256_storeu_ps(out.count.as_mut_ptr(), _mm256_cvtepi32_ps(count));
+            _mm256_storeu_ps(out.rest.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(out.x_target.as_mut_ptr(), xt);
+        }
+    }
+
+    /// # Safety
+    /// As for [`super::GroupStats::group`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn group_f64(x: &[f64], c: usize, lanes: &Lanes, out: &mut Group<f64>) {
+        debug_assert!(lanes.start.iter().all(|&s| s as usize + c <= x.len()));
+        const HALF: usize = GROUP / 2;
+        let base = x.as_ptr();
+        for h in 0..2 {
+            // SAFETY: `lanes` holds 8 i32 each, so 4 from `h * 4`.
+            let (start, target) = unsafe {
+                (
+                    _mm_loadu_si128(lanes.start[h * HALF..].as_ptr().cast()),
+                    _mm_loadu_si128(lanes.target[h * HALF..].as_ptr().cast()),
+                )
+            };
+            let mut m = _mm256_set1_pd(f64::NEG_INFINITY);
+            for j in 0..c {
+                // SAFETY: `start[l] + j < x.len()` for every lane (the caller's contract).
+                let v = unsafe { _mm256_i32gather_pd::<8>(base.add(j), start) };
+                m = _mm256_max_pd(v, m);
+            }
+            let mut acc = [_mm256_setzero_pd(); ACCUMULATORS];
+            let mut count = _mm256_setzero_si256();
+            for j in 0..c {
+                // SAFETY: as above.
+                let v = unsafe { _mm256_i32gather_pd::<8>(base.add(j), start) };
+                let d = _mm256_sub_pd(v, m);
+                let e = exp_f64(d, sub_error_f64(v, m, d));
+                let is_max = _mm256_cmp_pd::<_CMP_EQ_OQ>(v, m);
+                let a = &mut acc[j % ACCUMULATORS];
+                *a = _mm256_add_pd(*a, _mm256_andnot_pd(is_max, e));
+                count = _mm256_sub_epi64(count, _mm256_castpd_si256(is_max));
+            }
+            // `avx2::sum_exp_f64`'s fold: registers (0 + 1) + (2 + 3) (accumulator k is
+            // register k / 4, lane k % 4), then lanes (0 + 2) + (1 + 3).
+            let mut b = [_mm256_setzero_pd(); 4];
+            for i in 0..4 {
+                b[i] = _mm256_add_pd(
+                    _mm256_add_pd(acc[i], acc[4 + i]),
+                    _mm256_add_pd(acc[8 + i], acc[12 + i]),
+                );
+            }
+            let rest = _mm256_add_pd(_mm256_add_pd(b[0], b[2]), _mm256_add_pd(b[1], b[3]));
+            // Small integers to f64 through the exponent bits of 2^52.
+            let magic = _mm256_set1_pd(4_503_599_627_370_496.0);
+            let count = _mm256_sub_pd(
+                _mm256_castsi256_pd(_mm256_or_si256(count, _mm256_castpd_si256(magic))),
+                magic,
+            );
+            // SAFETY: `target[l] < c`, so `start[l] + target[l]` is in the lane's row.
+            let xt = unsafe { _mm256_i32gather_pd::<8>(base, _mm_add_epi32(start, target)) };
+            // SAFETY: each destination holds 8 f64, so 4 from `h * 4`.
+            unsafe {
+                _mm256_storeu_pd(out.max[h * HALF..].as_mut_ptr(), m);
+                _mm256_storeu_pd(out.count[h * HALF..].as_mut_ptr(), count);
+                _mm256_storeu_pd(out.rest[h * HALF..].as_mut_ptr(), rest);
+                _mm256_storeu_pd(out.x_target[h * HALF..].as_mut_ptr(), xt);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::losses::{cross_entropy_index, ClassOptions};
+    use super::super::rows::Rows;
+    use super::super::simd::Isa;
+    use super::*;
+    use ndarray::Array2;
+
+    /// A xorshift generator: uniform in [0, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() * n as f64) as usize
+        }
+    }
+
+    /// Rows of the kinds the batched path must agree with the row path on.
+    fn hostile_rows<F: Real>(rng: &mut Rng, n: usize, c: usize, kind: usize) -> Vec<F> {
+        let mut x: Vec<f64> = (0..n * c)
+            .map(|_| {
+                let u = rng.next() * 2.0 - 1.0;
+                match kind {
+                    0 => 3.0 * u,
+                    1 => 60.0 * u,          // ranges beyond the clamp-free exponential
+                    2 => 1e4 + u,           // offset logits
+                    3 => 1e30 * u,          // huge ranges (exp underflows, 2^k clamps)
+                    4 => (4.0 * u).round(), // ties for the maximum
+                    _ => 3.0 * u,
+                }
+            })
+            .collect();
+        if kind == 5 {
+            // A dominant maximum: losses ~1e-10 (log1p of a tiny rest).
+            for r in 0..n {
+                x[r * c + r % c] += 25.0;
+            }
+        }
+        if kind == 6 {
+            let specials = [
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::MAX,
+                -f64::MAX,
+            ];
+            for _ in 0..n.div_ceil(3) {
+                x[rng.below(n * c)] = specials[rng.below(specials.len())];
+            }
+            // Whole rows of -inf and of +inf.
+            if n > 2 && c > 1 {
+                x[..c].fill(f64::NEG_INFINITY);
+                x[c..2 * c].fill(f64::INFINITY);
+            }
+        }
+        x.into_iter().map(F::from_f64).collect()
+    }
+
+    fn run<F: Real + crate::kernels::Element<Compute = F>>(
+        isa: Isa,
+        rows: &Rows<'_, F>,
+        targets: &[i64],
+        options: ClassOptions<'_, F>,
+    ) -> (Vec<F>, f64, f64) {
+        let mut out = vec![F::ZERO; targets.len()];
+        let total = cross_entropy_index(isa, rows, targets, options, &mut out, None).unwrap();
+        (out, total.sum(), total.weight())
+    }
+
+    fn same(a: f64, b: f64, tol: f64) -> bool {
+        a == b || (a.is_nan() && b.is_nan()) || ((a - b) / b).abs() <= tol
+    }
+
+    /// The batched path (C-order rows) against the row path (the same rows, strided).
+    fn agrees_with_rows<F: Real + crate::kernels::Element<Compute = F>>(eps: f64) {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let isas = [Isa::Portable, Isa::detect()];
+        for c in [1, 2, 3, 7, 8, 10, 16, 17, 31, 33, 64] {
+            for kind in 0..7 {
+                for (n, weighted, ignore) in
+                    [(37, false, false), (64, true, true), (9, true, false)]
+                {
+                    let x = hostile_rows::<F>(&mut rng, n, c, kind);
+                    let a = Array2::from_shape_vec((n, c), x).unwrap();
+                    let strided = a.t().as_standard_layout().into_owned();
+                    let batched = Rows::new(a.view().into_dyn(), 1);
+                    let by_row = Rows::new(strided.view().into_dyn(), 0);
+                    assert!(batched.contiguous_rows(0..n).is_some());
+                    assert!(c == 1 || by_row.contiguous_rows(0..n).is_none());
+                    let w: Vec<F> = (0..c)
+                        .map(|_| F::from_f64(0.25 + 4.0 * rng.next()))
+                        .collect();
+                    let targets: Vec<i64> = (0..n)
+                        .map(|_| {
+                            if ignore && rng.next() < 0.2 {
+                                -100
+                            } else {
+                                rng.below(c) as i64
+                            }
+                        })
+                        .collect();
+                    let options = ClassOptions {
+                        weight: weighted.then_some(&w[..]),
+                        ignore_index: -100,
+                        label_smoothing: 0.0,
+                    };
+                    for isa in isas {
+                        let (o1, s1, w1) = run(isa, &batched, &targets, options);
+                        let (o2, s2, w2) = run(isa, &by_row, &targets, options);
+                        for r in 0..n {
+                            let (u, v) = (o1[r].to_f64(), o2[r].to_f64());
+                            assert!(
+                                same(u, v, eps),
+                                "{isa:?} c={c} kind={kind} row {r}: {u} vs {v}"
+                            );
+                        }
+                        assert!(
+                            same(s1, s2, 1e-15),
+                            "{isa:?} c={c} kind={kind}: {s1} vs {s2}"
+                        );
+                        assert!(
+                            same(w1, w2, 1e-15),
+                            "{isa:?} c={c} kind={kind}: {w1} vs {w2}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_rows_are_bitwise_those_of_the_row_path() {
+        agrees_with_rows::<f32>(0.0);
+    }
+
+    #[test]
+    fn f64_rows_are_bitwise_those_of_the_row_path() {
+        agrees_with_rows::<f64>(0.0);
+    }
+
+    #[test]
+    fn all_ignored_rows_and_every_ignore_index() {
+        let x = Array2::from_shape_fn((19, 5), |(i, j)| (i * 7 + j * 3) as f32 * 0.1);
+        let rows = Rows::new(x.view().into_dyn(), 1);
+        for isa in [Isa::Portable, Isa::detect()] {
+            for ignore in [-100, 0, 4] {
+                let options = ClassOptions::<f32> {
+                    weight: None,
+                    ignore_index: ignore,
+                    label_smoothing: 0.0,
+                };
+                let (out, sum, weight) = run(isa, &rows, &[ignore; 19], options);
+                assert!(out.iter().all(|&v| v == 0.0));
+                assert_eq!((sum, weight), (0.0, 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn targets_out_of_range_are_found() {
+        for isa in [Isa::Portable, Isa::detect()] {
+            assert!(targets_in_range(isa, &[0, 3, -100, 2], 4, -100));
+            assert!(!targets_in_range(isa, &[0, 4, -100, 2], 4, -100));
+            assert!(!targets_in_range(isa, &[0, -1], 4, -100));
+            assert!(targets_in_range(isa, &[7, 7], 4, 7));
+            assert!(!targets_in_range(isa, &[i64::MIN], 4, -100));
+            let mut many = vec![1i64; 5000];
+            assert!(targets_in_range(isa, &many, 4, -100));
+            many[4321] = 4;
+            assert!(!targets_in_range(isa, &many, 4, -100));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_log1p_is_vlogs() {
+        use std::arch::x86_64::*;
+        if !super::super::simd::avx2_fma_available() {
+            return;
+        }
+        let mut rng = Rng(12345);
+        let mut y: Vec<f64> = (0..4000)
+            .map(|i| match i % 4 {
+                0 => rng.next() * 0.6,
+                1 => rng.next() * 70.0,
+                2 => (-(rng.next() * 700.0)).exp(),
+                _ => (rng.below(64) as f64) + rng.next() * 1e-3,
+            })
+            .collect();
+        y.extend([0.0, 0.5, 1.0, 2.0, 63.0, 127.0, f64::MIN_POSITIVE, 5e-324]);
+        y.resize(y.len().next_multiple_of(4), 0.25);
+        for q in y.chunks(4) {
+            let mut got = [0.0f64; 4];
+            // SAFETY: the CPU has AVX2 and FMA (checked above); `q` and `got` hold 4 f64.
+            unsafe {
+                let v = avx2::log1p_nonneg(_mm256_loadu_pd(q.as_ptr()));
+                _mm256_storeu_pd(got.as_mut_ptr(), v);
+            }
+            for (g, &v) in got.iter().zip(q) {
+                assert_eq!(g.to_bits(), f64::vln_1p::<true>(v).to_bits(), "log1p({v})");
+            }
+        }
+    }
+}
