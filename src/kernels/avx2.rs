@@ -21,12 +21,21 @@ use super::real::{exp32, exp64};
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp_f32(d: __m256, lo: __m256) -> __m256 {
-    let shift = _mm256_set1_ps(exp32::SHIFT);
     // maxps/minps return their second operand when either is NaN: a NaN `d` passes, a NaN
     // `lo` becomes -8.
     let lo = _mm256_min_ps(_mm256_max_ps(lo, _mm256_set1_ps(-8.0)), _mm256_set1_ps(8.0));
     let d = _mm256_max_ps(_mm256_set1_ps(-100.0), d);
     let x = _mm256_max_ps(_mm256_set1_ps(-88.0), _mm256_add_ps(d, lo));
+    exp_f32_unclamped(d, lo, x)
+}
+
+/// [`exp_f32`] after its clamps: `x` is `d + lo`, or the clamped value standing for it. For
+/// `d + lo` in `(-88, 0]` with `|lo|` tiny the clamps do nothing, and callers that know this
+/// call it directly with `x = d + lo`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp_f32_unclamped(d: __m256, lo: __m256, x: __m256) -> __m256 {
+    let shift = _mm256_set1_ps(exp32::SHIFT);
     let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
     let k = _mm256_sub_ps(t, shift);
     let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);

@@ -353,8 +353,7 @@ fn groups<F: GroupStats, const FMA: bool, const AVX: bool>(
 /// The AVX2 row path's loops (`avx2::sum_exp_f32`, `avx2::sum_exp_f64`) across rows.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::avx2::{exp_f32, exp_f64, sub_error_f32, sub_error_f64};
-    use super::super::real::exp32;
+    use super::super::avx2::{exp_f32, exp_f32_unclamped, exp_f64, sub_error_f32, sub_error_f64};
     use super::super::vlog::{
         F64_BIAS, F64_LN2_HI, F64_LN2_LO, F64_LOG1P_T, F64_MAGIC_BITS, F64_SQRT_HALF_BITS,
     };
@@ -370,27 +369,7 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn exp_f32_in_range(d: __m256, lo: __m256) -> __m256 {
-        let shift = _mm256_set1_ps(exp32::SHIFT);
-        let x = _mm256_add_ps(d, lo);
-        let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
-        let k = _mm256_sub_ps(t, shift);
-        let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
-        let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
-        let r = _mm256_add_ps(r, lo);
-        let mut p = _mm256_set1_ps(exp32::POLY[0]);
-        for c in &exp32::POLY[1..] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
-        }
-        let y = _mm256_add_ps(
-            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
-            _mm256_set1_ps(1.0),
-        );
-        let bias = 127i32.wrapping_sub(exp32::SHIFT.to_bits() as i32) << 23;
-        let scale = _mm256_add_epi32(
-            _mm256_slli_epi32(_mm256_castps_si256(t), 23),
-            _mm256_set1_epi32(bias),
-        );
-        _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
+        exp_f32_unclamped(d, lo, _mm256_add_ps(d, lo))
     }
 
     /// `vlog`'s `f64::vln_1p` for `y >= 0` (below 2^53): the same operations without the
