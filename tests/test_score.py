@@ -281,7 +281,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 BAD_INPUT = [
     (["missing.npy", "{labels}"], ["missing.npy", "no such file"]),
     (["{dir}", "{labels}"], ["cannot read"]),
-    (["{text}", "{labels}"], ["notes.txt", "not a valid .npy or .npz file"]),
+    (["{text}", "{labels}"], ["notes.txt", "does not start with their magic bytes"]),
     (["{truncated}", "{labels}"], ["truncated.npy", "not a valid .npy or .npz file"]),
     (["{int_logits}", "{labels}"], ["int_logits.npy", "dtype int64"]),
     (["{logits}", "{float_labels}"], ["float_labels.npy", "dtype float64"]),

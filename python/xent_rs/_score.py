@@ -62,7 +62,7 @@ def open_array(path: str, key: str | None = None, npz_option: str | None = "--ke
     except OSError as exc:
         raise ScoreError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (ValueError, EOFError) as exc:  # pickled or not an array file, truncated header
-        raise ScoreError(f"{path}: not a valid .npy or .npz file ({_first_line(exc)})") from None
+        raise ScoreError(f"{path}: {_not_an_array_file(path, exc)}") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         loaded.close()
         if npz_option is None:
@@ -72,6 +72,19 @@ def open_array(path: str, key: str | None = None, npz_option: str | None = "--ke
         raise ScoreError(f"{path}: {npz_option} {key} given, but this is a .npy file, not a .npz")
     array: np.ndarray = loaded
     return array
+
+
+def _not_an_array_file(path: str, exc: Exception) -> str:
+    """Why ``np.load`` refused ``path``: NumPy blames pickled data for any file that starts with
+    neither the .npy nor the zip magic, which misleads for a text file or a truncated one."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(6)
+    except OSError:
+        start = b""
+    if start != b"\x93NUMPY" and not start.startswith(_LOCAL_HEADER_SIGNATURE):
+        return "not a .npy or .npz file (it does not start with their magic bytes)"
+    return f"not a valid .npy or .npz file ({_first_line(exc)})"
 
 
 def _open_npz_member(path: str, key: str | None, npz_option: str) -> np.ndarray:
