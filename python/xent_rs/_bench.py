@@ -156,7 +156,12 @@ def _ce_impls(
             wt = None if w is None else w[t]
             per = nll if wt is None else wt * nll
             if e:
-                smooth = (c * lse - z.sum(axis=-1)) if w is None else (w.sum() * lse - z @ w)
+                # einsum, not z @ w: BLAS would start threads that keep spinning after the call
+                # and steal the cores from whichever implementation is timed next.
+                if w is None:
+                    smooth = c * lse - z.sum(axis=-1)
+                else:
+                    smooth = w.sum() * lse - np.einsum("ij,j->i", z, w)
                 per = (1 - e) * per + (e / c) * smooth
             return _reduce(per, n if wt is None else wt.sum(), reduction)
 
