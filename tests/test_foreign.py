@@ -114,8 +114,14 @@ def test_torch_tensor_that_requires_grad_is_a_clear_error() -> None:
 def test_jax_arrays() -> None:
     jnp = pytest.importorskip("jax.numpy")
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    _same_results(jnp.asarray(LOGITS), LOGITS)
+    singles = jnp.asarray(LOGITS)
+    read = _args.as_float_array(singles, "logits")
+    assert read.__array_interface__["data"][0] == singles.unsafe_buffer_pointer()  # in place
+    _same_results(singles, LOGITS)
     halves = jnp.asarray(LOGITS).astype(jnp.bfloat16)
+    # DLPack cannot carry bfloat16 to NumPy; JAX's __array__ gives a view of the device buffer.
+    read = _args.as_float_array(halves, "logits")
+    assert read.__array_interface__["data"][0] == halves.unsafe_buffer_pointer()
     expected = LOGITS.astype(ml_dtypes.bfloat16)
     assert xr.cross_entropy(halves, jnp.asarray(TARGET)) == xr.cross_entropy(expected, TARGET)
     assert xr.softmax(halves).dtype == ml_dtypes.bfloat16
