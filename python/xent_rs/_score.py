@@ -335,6 +335,8 @@ def atomic_npy_writer(path: str, shape: tuple[int, ...]) -> Iterator[IO[bytes]]:
             header = {"descr": _LOSS_DTYPE.str, "fortran_order": False, "shape": shape}
             np.lib.format.write_array_header_1_0(f, header)
             yield f
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it the output
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -343,7 +345,8 @@ def atomic_npy_writer(path: str, shape: tuple[int, ...]) -> Iterator[IO[bytes]]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it
+    # Reading the umask means setting it (briefly 0: fine in the single-threaded CLI).
+    mask = os.umask(0)
     os.umask(mask)
     return mask
 
