@@ -28,7 +28,7 @@ use super::rows::Rows;
 use super::simd::{dispatch, Isa, SimdTask};
 use super::vlog::{
     ln_1m_prob_parts, ln_choice, ln_choice_parts, ln_prob_parts, log1p_exp_neg,
-    log1p_exp_neg_short, select, VLog,
+    log1p_exp_neg_short, select, sum_parts, VLog,
 };
 use std::any::TypeId;
 use std::ops::Range;
@@ -140,16 +140,10 @@ trait Lane: VLog {
     fn clamped_log_choice<const FMA: bool>(p: &[Self; W], one: &[bool; W]) -> [f64; W];
 }
 
-/// `max(v, -100)` with NaN passing through.
+/// `max(v, -100)` with NaN passing through (PyTorch's clamp of the logs).
 #[inline(always)]
-fn clamp_log(v: f64) -> f64 {
+pub(super) fn clamp_log(v: f64) -> f64 {
     select(v < -100.0, -100.0, v)
-}
-
-/// `k ln2 + f + tail` of [`ln_prob_parts`] in f64.
-#[inline(always)]
-fn sum_parts((k, f, tail): (f32, f32, f32)) -> f64 {
-    (k as f64 * std::f64::consts::LN_2 + f as f64) + tail as f64
 }
 
 /// `max(v, 0)` (0 for NaN).
@@ -674,33 +668,32 @@ mod tests {
             let only = std::env::var("BINARY_SPEED_ONLY").unwrap_or_default();
             let run32 = only.is_empty() || only == format!("{name}32");
             let run64 = only.is_empty() || only == format!("{name}64");
+            // (sum of the losses, CPU ns per element); (0, ~0) when not `run`.
+            fn timed<E: Element>(
+                run: bool,
+                x: &Rows<'_, E>,
+                target: &Rows<'_, E>,
+                kind: Binary,
+                cpu: &dyn Fn() -> f64,
+                n: usize,
+            ) -> (f64, f64) {
+                let start = cpu();
+                let inputs = BinaryInputs {
+                    x,
+                    target,
+                    weight: None,
+                    pos_weight: None,
+                };
+                let sum = if run {
+                    binary(Isa::detect(), &inputs, kind, None).unwrap().sum()
+                } else {
+                    0.0
+                };
+                (sum, (cpu() - start) / n as f64)
+            }
             for round in 0..3 {
-                let start = cpu();
-                let inputs = BinaryInputs {
-                    x: input,
-                    target: &tr,
-                    weight: None,
-                    pos_weight: None,
-                };
-                let s32 = if run32 {
-                    binary(Isa::detect(), &inputs, kind, None).unwrap().sum()
-                } else {
-                    0.0
-                };
-                let t32 = (cpu() - start) / n as f64;
-                let start = cpu();
-                let inputs = BinaryInputs {
-                    x: input64,
-                    target: &tr64,
-                    weight: None,
-                    pos_weight: None,
-                };
-                let s64 = if run64 {
-                    binary(Isa::detect(), &inputs, kind, None).unwrap().sum()
-                } else {
-                    0.0
-                };
-                let t64 = (cpu() - start) / n as f64;
+                let (s32, t32) = timed(run32, input, &tr, kind, &cpu, n);
+                let (s64, t64) = timed(run64, input64, &tr64, kind, &cpu, n);
                 if round == 2 {
                     println!("{name}: f32 {t32:.2} ns/element, f64 {t64:.2} ({s32} {s64})");
                 }

@@ -150,6 +150,12 @@ pub fn ln_1m_parts<const FMA: bool>(p: f32) -> (f32, f32, f32) {
     )
 }
 
+/// `k ln2 + f + tail`, the value of the parts of [`ln_parts`] and its kin, in f64.
+#[inline(always)]
+pub fn sum_parts((k, f, tail): (f32, f32, f32)) -> f64 {
+    (k as f64 * std::f64::consts::LN_2 + f as f64) + tail as f64
+}
+
 /// [`ln_parts`] for a probability `p` in `[0, 1]` (or NaN), cheaper: ±0 gives about -104
 /// (anything below -100 is clamped by the losses), NaN a NaN `tail`.
 #[inline(always)]
@@ -496,17 +502,8 @@ mod tests {
         fn apply<const FMA: bool>(fun: Fun, x: Self) -> f64;
     }
 
-    /// `max(v, -100)`, NaN passing.
-    #[inline(always)]
-    fn clamp(v: f64) -> f64 {
-        select(v < -100.0, -100.0, v)
-    }
-
-    /// `k ln2 + f + tail` in f64.
-    #[inline(always)]
-    fn sum((k, f, tail): (f32, f32, f32)) -> f64 {
-        (k as f64 * std::f64::consts::LN_2 + f as f64) + tail as f64
-    }
+    use super::super::binary::clamp_log as clamp;
+    use super::sum_parts as sum;
 
     impl Funs for f32 {
         #[inline(always)]
