@@ -40,7 +40,14 @@ pub(super) fn exp_f32_unclamped(d: __m256, lo: __m256, x: __m256) -> __m256 {
     let k = _mm256_sub_ps(t, shift);
     let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
     let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
-    let r = _mm256_add_ps(r, lo);
+    exp_f32_reduced(t, _mm256_add_ps(r, lo))
+}
+
+/// `2^k exp(r)` for `|r| <= ln2/2` (a little more is fine), `k` in the low bits of `t`
+/// (`t = shift + k`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_f32_reduced(t: __m256, r: __m256) -> __m256 {
     let mut p = _mm256_set1_ps(exp32::POLY[0]);
     for c in &exp32::POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
@@ -58,6 +65,34 @@ pub(super) fn exp_f32_unclamped(d: __m256, lo: __m256, x: __m256) -> __m256 {
     _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
 }
 
+/// `exp(d + err)` for `d <= 0` and `err` the rounding error of `d` (TwoSum's, so
+/// `|err| <= 2^-24 |d|`), as `e + e * err` with `e = exp(d)`: `err^2 / 2 < 2^-37` is below
+/// f32's precision. Three operations fewer than [`exp_f32`], and `err` no longer delays the
+/// reduction (`k` and `r` come from `d` alone), which shortens the dependency chain the
+/// out-of-order window must hide: `sum_exp_f32` runs 1.4x faster. Below -88 the result is 0
+/// as in [`exp_f32`]; a NaN `d` gives NaN.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp_f32_near(d: __m256, err: __m256) -> __m256 {
+    // maxps returns its second operand when either is NaN: a NaN `d` passes; a NaN `err` (from
+    // `d = -inf`) becomes -1, as does a huge one, where `exp(d)` is 0 anyway.
+    let err = _mm256_max_ps(err, _mm256_set1_ps(-1.0));
+    exp_f32_near_in_range(_mm256_max_ps(_mm256_set1_ps(-88.0), d), err)
+}
+
+/// [`exp_f32_near`] without its clamps, which do nothing for `d` in `[-88, 0]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp_f32_near_in_range(d: __m256, err: __m256) -> __m256 {
+    let shift = _mm256_set1_ps(exp32::SHIFT);
+    let t = _mm256_fmadd_ps(d, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
+    let k = _mm256_sub_ps(t, shift);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
+    let e = exp_f32_reduced(t, r);
+    _mm256_fmadd_ps(e, err, e)
+}
+
 /// f64 twin of [`exp_f32`] (`d` clamped at -720, `k` from `max(d + lo, -709)`, where
 /// `k = -1023` gives a zero scale).
 #[inline]
@@ -71,7 +106,13 @@ pub(super) fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
     let k = _mm256_sub_pd(t, shift);
     let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
     let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r);
-    let r = _mm256_add_pd(r, lo);
+    exp_f64_reduced(t, _mm256_add_pd(r, lo))
+}
+
+/// f64 twin of [`exp_f32_reduced`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_f64_reduced(t: __m256d, r: __m256d) -> __m256d {
     let mut p = _mm256_set1_pd(exp64::POLY[0]);
     for c in &exp64::POLY[1..] {
         p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(*c));
@@ -86,6 +127,21 @@ pub(super) fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
         _mm256_set1_epi64x(bias),
     );
     _mm256_mul_pd(y, _mm256_castsi256_pd(scale))
+}
+
+/// f64 twin of [`exp_f32_near`] (`|err| <= 2^-53 |d|`, zero below -709).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp_f64_near(d: __m256d, err: __m256d) -> __m256d {
+    let err = _mm256_max_pd(err, _mm256_set1_pd(-1.0));
+    let d = _mm256_max_pd(_mm256_set1_pd(-709.0), d);
+    let shift = _mm256_set1_pd(exp64::SHIFT);
+    let t = _mm256_fmadd_pd(d, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
+    let k = _mm256_sub_pd(t, shift);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r);
+    let e = exp_f64_reduced(t, r);
+    _mm256_fmadd_pd(e, err, e)
 }
 
 /// TwoSum's rounding error of `d = x - m`.
@@ -110,7 +166,7 @@ pub(super) fn sub_error_f64(x: __m256d, m: __m256d, d: __m256d) -> __m256d {
 #[target_feature(enable = "avx2,fma")]
 fn accumulate_f32(v: __m256, vm: __m256, rest: &mut __m256, count: &mut __m256i) {
     let d = _mm256_sub_ps(v, vm);
-    let e = exp_f32(d, sub_error_f32(v, vm, d));
+    let e = exp_f32_near(d, sub_error_f32(v, vm, d));
     let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, vm);
     *rest = _mm256_add_ps(*rest, _mm256_andnot_ps(is_max, e));
     *count = _mm256_sub_epi32(*count, _mm256_castps_si256(is_max));
@@ -120,7 +176,7 @@ fn accumulate_f32(v: __m256, vm: __m256, rest: &mut __m256, count: &mut __m256i)
 #[target_feature(enable = "avx2,fma")]
 fn accumulate_f64(v: __m256d, vm: __m256d, rest: &mut __m256d, count: &mut __m256i) {
     let d = _mm256_sub_pd(v, vm);
-    let e = exp_f64(d, sub_error_f64(v, vm, d));
+    let e = exp_f64_near(d, sub_error_f64(v, vm, d));
     let is_max = _mm256_cmp_pd::<_CMP_EQ_OQ>(v, vm);
     *rest = _mm256_add_pd(*rest, _mm256_andnot_pd(is_max, e));
     *count = _mm256_sub_epi64(*count, _mm256_castpd_si256(is_max));
@@ -135,7 +191,14 @@ pub fn sum_exp_f32(x: &[f32], m: f32) -> (f32, f32) {
     let mut rest = [_mm256_setzero_ps(); 2];
     let mut count = [_mm256_setzero_si256(); 2];
     let mut chunks = x.chunks_exact(16);
+    let mut ahead = x.as_ptr_range().end;
     for c in &mut chunks {
+        // The 64 bytes as far past the end of `x` as `c` is into it: the elements after `x`
+        // (the row's next block, or the next row) reach the cache while these exponentials
+        // are computed, so the caller's max pass over them does not wait on memory. A prefetch
+        // never faults, wherever it points.
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        ahead = ahead.wrapping_add(16);
         let [r0, r1] = &mut rest;
         let [c0, c1] = &mut count;
         // SAFETY: `c` holds 16 f32.
@@ -168,7 +231,12 @@ pub fn sum_exp_f64(x: &[f64], m: f64) -> (f64, f64) {
     let mut rest = [_mm256_setzero_pd(); 4];
     let mut count = [_mm256_setzero_si256(); 4];
     let mut chunks = x.chunks_exact(16);
+    let mut ahead = x.as_ptr_range().end;
     for c in &mut chunks {
+        // As in `sum_exp_f32`: the 128 bytes as far past the end of `x`.
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(8).cast());
+        ahead = ahead.wrapping_add(16);
         let [r0, r1, r2, r3] = &mut rest;
         let [c0, c1, c2, c3] = &mut count;
         // SAFETY: `c` holds 16 f64.

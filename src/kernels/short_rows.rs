@@ -353,7 +353,9 @@ fn groups<F: GroupStats, const FMA: bool, const AVX: bool>(
 /// The AVX2 row path's loops (`avx2::sum_exp_f32`, `avx2::sum_exp_f64`) across rows.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::avx2::{exp_f32, exp_f32_unclamped, exp_f64, sub_error_f32, sub_error_f64};
+    use super::super::avx2::{
+        exp_f32_near, exp_f32_near_in_range, exp_f64_near, sub_error_f32, sub_error_f64,
+    };
     use super::super::vlog::{
         F64_BIAS, F64_LN2_HI, F64_LN2_LO, F64_LOG1P_T, F64_MAGIC_BITS, F64_SQRT_HALF_BITS,
     };
@@ -361,16 +363,9 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// Below this `min - max` (over the rows of a group) the exponential needs its clamps
-    /// (see `avx2::exp_f32`); above, every argument is in `(-88, 0]`, where they do nothing.
+    /// (see `avx2::exp_f32_near`); above, every argument is in `(-88, 0]`, where they do
+    /// nothing.
     const CLAMP_FREE_RANGE: f32 = -87.0;
-
-    /// `avx2::exp_f32` for `d + lo` in `(-88, 0]` and `|lo|` tiny: the same operations but
-    /// the clamps, which do nothing there.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn exp_f32_in_range(d: __m256, lo: __m256) -> __m256 {
-        exp_f32_unclamped(d, lo, _mm256_add_ps(d, lo))
-    }
 
     /// `vlog`'s `f64::vln_1p` for `y >= 0` (below 2^53): the same operations without the
     /// special cases. A NaN `y` gives NaN.
@@ -437,9 +432,9 @@ mod avx2 {
             let d = _mm256_sub_ps(v, m);
             let lo = sub_error_f32(v, m, d);
             let e = if IN_RANGE {
-                exp_f32_in_range(d, lo)
+                exp_f32_near_in_range(d, lo)
             } else {
-                exp_f32(d, lo)
+                exp_f32_near(d, lo)
             };
             let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
             let e = _mm256_andnot_ps(is_max, e);
@@ -707,7 +702,7 @@ mod avx2 {
             // SAFETY: as above.
             let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), start) };
             let d = _mm256_sub_ps(v, m);
-            let e = exp_f32(d, sub_error_f32(v, m, d));
+            let e = exp_f32_near(d, sub_error_f32(v, m, d));
             let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
             let a = &mut acc[j % ACCUMULATORS];
             *a = _mm256_add_ps(*a, _mm256_andnot_ps(is_max, e));
@@ -759,7 +754,7 @@ mod avx2 {
                 // SAFETY: as above.
                 let v = unsafe { _mm256_i32gather_pd::<8>(base.add(j), start) };
                 let d = _mm256_sub_pd(v, m);
-                let e = exp_f64(d, sub_error_f64(v, m, d));
+                let e = exp_f64_near(d, sub_error_f64(v, m, d));
                 let is_max = _mm256_cmp_pd::<_CMP_EQ_OQ>(v, m);
                 let a = &mut acc[j % ACCUMULATORS];
                 *a = _mm256_add_pd(*a, _mm256_andnot_pd(is_max, e));

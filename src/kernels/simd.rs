@@ -344,6 +344,55 @@ mod tests {
         }
     }
 
+    /// The sum of the non-maximal terms (`rest`) of [`Real::sum_exp`].
+    struct SumExpRest<'a, F>(&'a [F], F);
+    impl<F: Real> SimdTask for SumExpRest<'_, F> {
+        type Output = F;
+        #[inline(always)]
+        fn run<const FMA: bool>(self) -> F {
+            F::sum_exp::<FMA>(self.0, self.1).1
+        }
+    }
+
+    /// Worst relative error (in eps of `F`) of `exp(x - m)` from `sum_exp` over `[x, m]`,
+    /// for maxima `m` with many significant bits and `x` from `m` down to `m - limit`, where
+    /// the rounded `x - m` is off by up to `|x - m| eps / 2`: the kernels must carry the
+    /// exact difference. Results below the normal range must be 0 or subnormal.
+    fn sum_exp_term_error<F: Real>(eps: f64, limit: f64, tiny: f64) -> f64 {
+        let mut worst = 0.0f64;
+        for m in [0.0, 20.123_457, -3.172_839_5, 1_234.567_9, -9_876.543] {
+            for i in 0..=4000 {
+                // Spread over (m - limit, m], with low bits set so the difference rounds.
+                let x = F::from_f64(m - limit * (i as f64 / 4000.0) * 0.999_999_7);
+                let m = F::from_f64(m);
+                // In f64, `x - m` plus its rounding error (exact for f32 inputs).
+                let d = x.to_f64() - m.to_f64();
+                let exact = d.exp() * (1.0 + f64::sub_error(x.to_f64(), m.to_f64(), d));
+                for isa in [Isa::Portable, Isa::detect()] {
+                    let got = dispatch(isa, SumExpRest(&[x, m], m)).to_f64();
+                    if x == m {
+                        assert_eq!(got, 0.0, "the maximum is counted, not summed");
+                    } else if exact < tiny {
+                        assert!(got < 2.0 * tiny, "exp({x:?} - {m:?}) = {got}");
+                    } else {
+                        worst = worst.max(((got - exact) / exact).abs() / eps);
+                    }
+                }
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn sum_exp_terms_are_accurate_to_an_ulp() {
+        let f32_worst =
+            sum_exp_term_error::<f32>(f32::EPSILON as f64, 90.0, f32::MIN_POSITIVE as f64);
+        assert!(f32_worst < 1.0, "f32: worst error {f32_worst} eps");
+        let f64_worst = sum_exp_term_error::<f64>(f64::EPSILON, 712.0, f64::MIN_POSITIVE);
+        // The f64 reference's own `exp` (libm, half an ulp) is in this figure too.
+        assert!(f64_worst < 1.5, "f64: worst error {f64_worst} eps");
+    }
+
     struct GapSum<'a>(&'a [f32], f32, f64, Option<&'a [f32]>);
     impl SimdTask for GapSum<'_> {
         type Output = f64;
