@@ -12,7 +12,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyFloat, PyInt, PyString, PyTuple};
 use std::sync::OnceLock;
 
 /// Errors of this layer, turned into Python exceptions in one place.
@@ -90,6 +90,24 @@ fn python_float(value: f64) -> String {
         s.replace('e', "e+")
     } else {
         s
+    }
+}
+
+/// Inputs below this many elements keep the GIL while their kernel runs: releasing and
+/// retaking it costs about a thousand instructions, more than such a kernel takes (and other
+/// Python threads lose a microsecond at most).
+const DETACH_MIN_ELEMENTS: usize = 1 << 14;
+
+/// `py.detach(f)` for a kernel over `elements` elements, unless the input is small.
+fn detach_unless_small<T, F>(py: Python<'_>, elements: usize, f: F) -> T
+where
+    F: pyo3::marker::Ungil + FnOnce() -> T,
+    T: pyo3::marker::Ungil,
+{
+    if elements < DETACH_MIN_ELEMENTS {
+        f()
+    } else {
+        py.detach(f)
     }
 }
 
@@ -472,9 +490,10 @@ fn index_targets<'py>(
         .cast::<PyArray1<i64>>()
         .map_err(|_| BindError::Type("target: class indices must be a 1-D int64 array".into()))?
         .readonly();
-    if t.len() != n_rows || !t.is_contiguous() {
+    // `as_slice` also needs aligned elements.
+    if t.len() != n_rows || t.as_slice().is_err() {
         return Err(BindError::Value(format!(
-            "target: expected a contiguous array of {n_rows} class indices, got shape {:?}",
+            "target: expected a contiguous, aligned array of {n_rows} class indices, got shape {:?}",
             t.shape()
         )));
     }
@@ -543,8 +562,10 @@ where
     let total = if is_index_target::<E>(target) {
         let t = index_targets(target, n_rows)?;
         let targets = t.as_slice().expect("checked contiguous");
-        py.detach(|| losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad))
-            .map_err(kernel_error)?
+        detach_unless_small(py, n_rows * n_classes, || {
+            losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad)
+        })
+        .map_err(kernel_error)?
     } else {
         let t = companion::<E>(target, x.shape(), "target", "logits")?;
         let t = t.view();
@@ -590,6 +611,120 @@ fn cross_entropy<'py>(
             mean
         )
     )
+}
+
+/// The common `cross_entropy` call in one native step, for the call overhead of small inputs:
+/// logits an exact `numpy.ndarray` of float32 or float64 and shape `(N, C)`, `target` an
+/// exact int64 `ndarray` of shape `(N,)`, classes on axis 1 (`-1` or `1`), no weight, a plain
+/// `int` ignore_index, a plain `float` label_smoothing and a `"mean"` or `"sum"` reduction.
+/// Returns the loss as the NumPy scalar `_args.finish_reduction` makes, or `None` for any
+/// other call and for any error: the caller then takes the full path, whose checks give
+/// errors their messages (so the work of an erroneous call is done twice, which is fine).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy_common<'py>(
+    logits: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    axis: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    ignore_index: &Bound<'py, PyAny>,
+    label_smoothing: &Bound<'py, PyAny>,
+    reduction: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = logits.py();
+    let plain_int = |v: &Bound<'py, PyAny>| v.cast_exact::<PyInt>().ok()?.extract::<i64>().ok();
+    let mean = match reduction.cast_exact::<PyString>().map(|r| r.to_str()) {
+        Ok(Ok("mean")) => true,
+        Ok(Ok("sum")) => false,
+        _ => return Ok(None),
+    };
+    let (Some(axis), Some(ignore_index), Ok(label_smoothing)) = (
+        plain_int(axis),
+        plain_int(ignore_index),
+        label_smoothing.cast_exact::<PyFloat>(),
+    ) else {
+        return Ok(None);
+    };
+    // An exact `ndarray` whose elements are aligned (the full path copies unaligned arrays).
+    let exact_array = |v: &Bound<'py, PyAny>| {
+        // SAFETY: `v` is a live object, and an `ndarray` once checked: only its type and then
+        // its flags are read.
+        unsafe {
+            numpy::npyffi::PyArray_CheckExact(py, v.as_ptr()) != 0
+                && (*v.as_ptr().cast::<numpy::npyffi::PyArrayObject>()).flags
+                    & numpy::npyffi::NPY_ARRAY_ALIGNED
+                    != 0
+        }
+    };
+    if !weight.is_none() || !(axis == -1 || axis == 1) || !exact_array(logits) {
+        return Ok(None);
+    }
+    if !exact_array(target) || target.cast::<PyArray1<i64>>().is_err() {
+        return Ok(None);
+    }
+    let logits = logits.cast::<PyUntypedArray>()?;
+    if logits.ndim() != 2 || logits.len() == 0 {
+        return Ok(None);
+    }
+    let smoothing = label_smoothing.value();
+    let computed = if logits.dtype().is_equiv_to(&numpy::dtype::<f32>(py)) {
+        let x = logits.cast::<PyArrayDyn<f32>>()?;
+        cross_entropy_impl(
+            x,
+            target,
+            1,
+            None,
+            ignore_index,
+            smoothing,
+            None,
+            None,
+            mean,
+        )
+        .map(|loss| (loss, true))
+    } else if logits.dtype().is_equiv_to(&numpy::dtype::<f64>(py)) {
+        let x = logits.cast::<PyArrayDyn<f64>>()?;
+        cross_entropy_impl(
+            x,
+            target,
+            1,
+            None,
+            ignore_index,
+            smoothing,
+            None,
+            None,
+            mean,
+        )
+        .map(|loss| (loss, false))
+    } else {
+        return Ok(None);
+    };
+    let Ok(((total, denominator), single)) = computed else {
+        return Ok(None);
+    };
+    // IEEE division (x / 0 is inf or NaN), as `_args.finish_reduction`.
+    let value = if mean { total / denominator } else { total };
+    if single {
+        // Rounded (beyond float32's range: inf) here, so NumPy warns of no overflow.
+        numpy_scalar(py, value as f32).map(Some)
+    } else {
+        numpy_scalar(py, value).map(Some)
+    }
+}
+
+/// `value` as a NumPy scalar of its type (`numpy.float32(value)` without the Python call).
+fn numpy_scalar<T: numpy::Element>(py: Python<'_>, mut value: T) -> PyResult<Bound<'_, PyAny>> {
+    let descr = numpy::dtype::<T>(py);
+    // SAFETY: `value` is a `T`, the type `descr` describes, and `PyArray_Scalar` copies it
+    // into the new object (a non-object dtype needs no base). A NULL result is an error.
+    unsafe {
+        let scalar = numpy::npyffi::PY_ARRAY_API.PyArray_Scalar(
+            py,
+            (&mut value as *mut T).cast(),
+            descr.as_dtype_ptr(),
+            std::ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(py, scalar)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -835,6 +970,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(entropy, m)?)?;
     m.add_function(wrap_pyfunction!(kl_divergence, m)?)?;
     m.add_function(wrap_pyfunction!(cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(cross_entropy_common, m)?)?;
     m.add_function(wrap_pyfunction!(picked_loss, m)?)?;
     m.add_function(wrap_pyfunction!(binary_loss, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

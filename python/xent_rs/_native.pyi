@@ -5,6 +5,7 @@ Arrays are validated (dtype, shape, layout) by the bindings; :mod:`xent_rs._rust
 
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 __all__ = [
@@ -41,6 +42,15 @@ def cross_entropy(
     grad: _Array | None,
     mean: bool,
 ) -> _LossResult: ...
+def cross_entropy_common(
+    logits: object,
+    target: object,
+    axis: object,
+    weight: object,
+    ignore_index: object,
+    label_smoothing: object,
+    reduction: object,
+) -> np.floating[Any] | None: ...
 def picked_loss(
     x: _Array,
     target: _Array,

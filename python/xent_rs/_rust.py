@@ -202,6 +202,13 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
 ) -> Loss:
+    # The common call (NumPy arrays, a scalar result) is checked and computed in one native
+    # step; for anything else, and for any error, it returns None and the full path runs.
+    loss = _native.cross_entropy_common(
+        logits, target, axis, weight, ignore_index, label_smoothing, reduction
+    )
+    if loss is not None:
+        return loss
     return _cross_entropy(
         logits, target, axis, weight, ignore_index, label_smoothing, reduction, False
     )[0]
