@@ -11,6 +11,7 @@ import numpy.typing as npt
 __all__ = [
     "binary_loss",
     "cross_entropy",
+    "cross_entropy_common",
     "entropy",
     "get_num_threads",
     "kl_divergence",
