@@ -259,8 +259,11 @@ fn two_sum_into(hi: &mut f64, lo: &mut f64, term: f64) {
 
 /// The loss of a row with probability targets, `Σ_c w_c (t'_c ((m - x_c) + log_sum))` with
 /// `t'_c = keep * t_c + smooth` (label smoothing), and its mass `Σ_c w_c t'_c` (`w_c = 1`
-/// without weights). The loss terms are summed in four f64 lanes, each keeping its rounding
-/// error (TwoSum): as accurate as a compensated sum, and vectorisable.
+/// without weights). Element `i` goes to lane `i % LANES`; each lane keeps the rounding error
+/// of its loss sum (TwoSum), so the result is as accurate as a compensated sum. Sixteen f64
+/// lanes (four AVX registers) keep four independent TwoSum chains in flight: with one register
+/// the loop waited on each addition's latency. No fused multiply-add: every instruction set
+/// gives the same bits.
 #[inline(always)]
 pub fn soft_target_sum<F: Real>(
     x: &[F],
@@ -271,43 +274,75 @@ pub fn soft_target_sum<F: Real>(
     keep: f64,
     smooth: f64,
 ) -> (f64, f64) {
+    /// Lane sums: the loss as `hi + lo`, and the mass.
+    struct Lanes {
+        hi: [f64; LANES],
+        lo: [f64; LANES],
+        mass: [f64; LANES],
+    }
+    impl Lanes {
+        /// Element `(w, t, x)` into lane `j`, `w (t' (gap))` in torch's order (`t' w` alone
+        /// may overflow).
+        #[inline(always)]
+        fn add(&mut self, j: usize, w: f64, t: f64, gap: f64) {
+            two_sum_into(&mut self.hi[j], &mut self.lo[j], w * (t * gap));
+            self.mass[j] += w * t;
+        }
+    }
+    /// The lanes over `x`, `target` and (with `WEIGHTED`) `weight`, else weights of 1
+    /// (`weight` is then any slice as long as `x`, unread).
     #[inline(always)]
-    fn weight_at<F: Real>(weight: Option<&[F]>, i: usize) -> f64 {
-        match weight {
-            Some(w) => w[i].to_f64(),
-            None => 1.0,
-        }
-    }
-    let (mut hi, mut lo, mut mass) = ([0.0f64; 4], [0.0f64; 4], [0.0f64; 4]);
-    let n = x.len();
-    assert_eq!(target.len(), n);
-    let full = n - n % 4;
-    for c in (0..full).step_by(4) {
-        for j in 0..4 {
-            let i = c + j;
-            let (w, t) = (weight_at(weight, i), keep * target[i].to_f64() + smooth);
-            // w (t' (gap)) in torch's order: t' w alone may overflow.
-            let term = w * (t * ((m - x[i].to_f64()) + log_sum));
-            two_sum_into(&mut hi[j], &mut lo[j], term);
-            mass[j] += w * t;
-        }
-    }
-    for i in full..n {
-        let (w, t) = (weight_at(weight, i), keep * target[i].to_f64() + smooth);
-        two_sum_into(
-            &mut hi[0],
-            &mut lo[0],
-            w * (t * ((m - x[i].to_f64()) + log_sum)),
+    fn accumulate<F: Real, const WEIGHTED: bool>(
+        acc: &mut Lanes,
+        x: &[F],
+        target: &[F],
+        weight: &[F],
+        (m, log_sum, keep, smooth): (f64, f64, f64, f64),
+    ) {
+        let term = |acc: &mut Lanes, j: usize, x: F, t: F, w: F| {
+            let w = if WEIGHTED { w.to_f64() } else { 1.0 };
+            acc.add(j, w, keep * t.to_f64() + smooth, (m - x.to_f64()) + log_sum);
+        };
+        let (mut xs, mut ts, mut ws) = (
+            x.chunks_exact(LANES),
+            target.chunks_exact(LANES),
+            weight.chunks_exact(LANES),
         );
-        mass[0] += w * t;
+        for ((xc, tc), wc) in (&mut xs).zip(&mut ts).zip(&mut ws) {
+            for j in 0..LANES {
+                term(acc, j, xc[j], tc[j], wc[j]);
+            }
+        }
+        let tail = xs
+            .remainder()
+            .iter()
+            .zip(ts.remainder())
+            .zip(ws.remainder());
+        for (j, ((&x, &t), &w)) in tail.enumerate() {
+            term(acc, j, x, t, w);
+        }
     }
-    let mass = (mass[0] + mass[1]) + (mass[2] + mass[3]);
-    if !hi.iter().all(|v| v.is_finite()) {
+    assert_eq!(target.len(), x.len());
+    let mut acc = Lanes {
+        hi: [0.0; LANES],
+        lo: [0.0; LANES],
+        mass: [0.0; LANES],
+    };
+    let constants = (m, log_sum, keep, smooth);
+    match weight {
+        None => accumulate::<F, false>(&mut acc, x, target, x, constants),
+        Some(w) => {
+            assert_eq!(w.len(), x.len());
+            accumulate::<F, true>(&mut acc, x, target, w, constants)
+        }
+    }
+    let mass = fold_lanes(acc.mass);
+    if !acc.hi.iter().all(|v| v.is_finite()) {
         // Infinities and NaN: IEEE arithmetic on the lane sums (the errors are NaN).
-        return ((hi[0] + hi[1]) + (hi[2] + hi[3]), mass);
+        return (fold_lanes(acc.hi), mass);
     }
     let mut loss = CompensatedSum::default();
-    for (&h, &l) in hi.iter().zip(&lo) {
+    for (&h, &l) in acc.hi.iter().zip(&acc.lo) {
         loss.add(h);
         loss.add(l);
     }
