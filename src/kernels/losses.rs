@@ -161,8 +161,12 @@ fn target_probabilities<F: Real>(full: MaxSum<F>, x_target: F, nll: f64) -> (f64
 
 /// `Σ_c w_c (logsumexp - x_c)`, as `Σ_c w_c ((m - x_c) + log(sum))`: non-negative terms.
 #[inline(always)]
-fn smoothing_sum<F: Real>(row: &[F], full: MaxSum<F>, weight: Option<&[F]>) -> f64 {
-    weighted_gap_sum(row, full.max, full.log_sum(), weight)
+fn smoothing_sum<F: Real, const FMA: bool>(
+    row: &[F],
+    full: MaxSum<F>,
+    weight: Option<&[F]>,
+) -> f64 {
+    weighted_gap_sum::<F, FMA>(row, full.max, full.log_sum(), weight)
 }
 
 /// Where the gradient goes, and whether it is that of the mean (else of the sum) of the
@@ -258,7 +262,7 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             let loss = if eps == 0.0 {
                 w_t * nll
             } else {
-                let spread = smoothing_sum(row, full, self.options.weight);
+                let spread = smoothing_sum::<_, FMA>(row, full, self.options.weight);
                 (1.0 - eps) * w_t * nll + smooth * spread
             };
             *o = E::Compute::from_f64(loss);

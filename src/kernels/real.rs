@@ -46,6 +46,14 @@ pub trait Real:
     fn sum_exp<const FMA: bool>(x: &[Self], m: Self) -> (Self, Self);
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
+    /// The lane sums of [`simd::weighted_gap_sum`], likewise (else
+    /// [`simd::gap_lanes_portable`]); every instruction set gives the same bits.
+    fn gap_lanes<const FMA: bool>(
+        x: &[Self],
+        weight: Option<&[Self]>,
+        m: f64,
+        offset: f64,
+    ) -> [f64; simd::LANES];
     /// Rounding error of `a - b`: `(a - b) - fl(a - b)` exactly (Knuth's TwoSum).
     #[inline(always)]
     fn sub_error(a: Self, b: Self, diff: Self) -> Self {
@@ -102,7 +110,7 @@ pub(super) mod exp64 {
 /// The [`Real`] methods that run a hand-written AVX2 loop when `FMA` is asked for on x86-64
 /// (the CPU is checked again: a cached flag, once per call).
 macro_rules! exp_loops {
-    ($t:ty, $sum:ident, $write:ident) => {
+    ($t:ty, $sum:ident, $write:ident, $gap:ident) => {
         #[inline(always)]
         fn sum_exp<const FMA: bool>(x: &[$t], m: $t) -> ($t, $t) {
             #[cfg(target_arch = "x86_64")]
@@ -120,6 +128,20 @@ macro_rules! exp_loops {
                 return unsafe { avx2::$write(x, shift_hi, shift_lo, out) };
             }
             simd::write_exp_sub_lanes::<$t, FMA>(x, shift_hi, shift_lo, out)
+        }
+        #[inline(always)]
+        fn gap_lanes<const FMA: bool>(
+            x: &[$t],
+            weight: Option<&[$t]>,
+            m: f64,
+            offset: f64,
+        ) -> [f64; simd::LANES] {
+            #[cfg(target_arch = "x86_64")]
+            if FMA && simd::avx2_fma_available() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return unsafe { avx2::$gap(x, weight, m, offset) };
+            }
+            simd::gap_lanes_portable(x, weight, m, offset)
         }
     };
 }
@@ -141,7 +163,7 @@ impl Real for f32 {
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
     const NAN: Self = f32::NAN;
     const LANES: usize = 8;
-    exp_loops!(f32, sum_exp_f32, write_exp_sub_f32);
+    exp_loops!(f32, sum_exp_f32, write_exp_sub_f32, gap_lanes_f32);
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -207,7 +229,7 @@ impl Real for f64 {
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
     const NAN: Self = f64::NAN;
     const LANES: usize = 4;
-    exp_loops!(f64, sum_exp_f64, write_exp_sub_f64);
+    exp_loops!(f64, sum_exp_f64, write_exp_sub_f64, gap_lanes_f64);
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self

@@ -209,12 +209,29 @@ pub fn write_exp_sub_lanes<F: Real, const FMA: bool>(
 /// `sum(w_c * ((m - x_c) + offset))` in f64, each term formed before it is weighted (so an
 /// infinite weight times a positive gap is infinite, never `inf - inf`); `w_c = 1` without
 /// weights. For `offset >= 0` and non-negative weights the terms are non-negative, so there
-/// is no cancellation. Element `i` goes to lane `i % LANES`, the lanes summed pairwise: fixed
-/// lane arrays that LLVM vectorises (four AVX registers of f64), no fused multiply-add, so
-/// every instruction set gives the same bits.
+/// is no cancellation. Element `i` goes to lane `i % LANES`, the lanes summed pairwise; no
+/// fused multiply-add, so every instruction set gives the same bits.
 #[inline(always)]
-pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, offset: f64, weight: Option<&[F]>) -> f64 {
-    let m = m.to_f64();
+pub fn weighted_gap_sum<F: Real, const FMA: bool>(
+    x: &[F],
+    m: F,
+    offset: f64,
+    weight: Option<&[F]>,
+) -> f64 {
+    if let Some(w) = weight {
+        assert_eq!(w.len(), x.len());
+    }
+    fold_lanes(F::gap_lanes::<FMA>(x, weight, m.to_f64(), offset))
+}
+
+/// The lane sums of [`weighted_gap_sum`], portable: fixed lane arrays that LLVM vectorises.
+#[inline(always)]
+pub fn gap_lanes_portable<F: Real>(
+    x: &[F],
+    weight: Option<&[F]>,
+    m: f64,
+    offset: f64,
+) -> [f64; LANES] {
     let mut acc = [0.0f64; LANES];
     let mut chunks = x.chunks_exact(LANES);
     match weight {
@@ -229,7 +246,6 @@ pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, offset: f64, weight: Option<&[F]
             }
         }
         Some(w) => {
-            assert_eq!(w.len(), x.len());
             let mut w_chunks = w.chunks_exact(LANES);
             for (c, wc) in (&mut chunks).zip(&mut w_chunks) {
                 for j in 0..LANES {
@@ -245,7 +261,7 @@ pub fn weighted_gap_sum<F: Real>(x: &[F], m: F, offset: f64, weight: Option<&[F]
             }
         }
     }
-    fold_lanes(acc)
+    acc
 }
 
 /// `hi + lo += term`, the rounding error of `hi + term` kept in `lo` (branch-free TwoSum).
@@ -433,7 +449,7 @@ mod tests {
         type Output = f64;
         #[inline(always)]
         fn run<const FMA: bool>(self) -> f64 {
-            weighted_gap_sum(self.0, self.1, self.2, self.3)
+            weighted_gap_sum::<f32, FMA>(self.0, self.1, self.2, self.3)
         }
     }
 
@@ -476,7 +492,7 @@ mod tests {
         let mut w = [1.0f32; 18];
         for at in [0, 2, 17] {
             w[at] = f32::INFINITY;
-            let s = weighted_gap_sum(&x, 3.0, 0.5, Some(&w));
+            let s = weighted_gap_sum::<f32, false>(&x, 3.0, 0.5, Some(&w));
             assert_eq!(s, f64::INFINITY, "infinite weight at {at}");
             w[at] = 1.0;
         }
