@@ -80,16 +80,26 @@ pub(super) fn exp_f32_near(d: __m256, err: __m256) -> __m256 {
     exp_f32_near_in_range(_mm256_max_ps(_mm256_set1_ps(-88.0), d), err)
 }
 
-/// [`exp_f32_near`] without its clamps, which do nothing for `d` in `[-88, 0]`.
+/// [`exp_f32_near`] without its clamps, which do nothing for `d` in `[-88, 0]`. Two operations
+/// fewer than [`exp_f32_reduced`]'s ending: the shift carries the exponent bias, so `t`'s low
+/// bits are `k + 127` and `t_bits << 23` is `2^k` itself, and `2^k (1 + q)` is one fused
+/// `q 2^k + 2^k`, rounded once as `1 + q` was (`2^k` is exact).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp_f32_near_in_range(d: __m256, err: __m256) -> __m256 {
-    let shift = _mm256_set1_ps(exp32::SHIFT);
+    let shift = _mm256_set1_ps(exp32::SHIFT + 127.0);
     let t = _mm256_fmadd_ps(d, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
     let k = _mm256_sub_ps(t, shift);
     let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
     let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
-    let e = exp_f32_reduced(t, r);
+    let mut p = _mm256_set1_ps(exp32::POLY[0]);
+    for c in &exp32::POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+    }
+    // exp(r) - 1, and 2^k (k >= -127; -127 gives the bits of +0).
+    let q = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+    let e = _mm256_fmadd_ps(q, scale, scale);
     _mm256_fmadd_ps(e, err, e)
 }
 
@@ -129,18 +139,25 @@ fn exp_f64_reduced(t: __m256d, r: __m256d) -> __m256d {
     _mm256_mul_pd(y, _mm256_castsi256_pd(scale))
 }
 
-/// f64 twin of [`exp_f32_near`] (`|err| <= 2^-53 |d|`, zero below -709).
+/// f64 twin of [`exp_f32_near`] (`|err| <= 2^-53 |d|`, zero below -709), ending as
+/// [`exp_f32_near_in_range`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp_f64_near(d: __m256d, err: __m256d) -> __m256d {
     let err = _mm256_max_pd(err, _mm256_set1_pd(-1.0));
     let d = _mm256_max_pd(_mm256_set1_pd(-709.0), d);
-    let shift = _mm256_set1_pd(exp64::SHIFT);
+    let shift = _mm256_set1_pd(exp64::SHIFT + 1023.0);
     let t = _mm256_fmadd_pd(d, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
     let k = _mm256_sub_pd(t, shift);
     let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
     let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r);
-    let e = exp_f64_reduced(t, r);
+    let mut p = _mm256_set1_pd(exp64::POLY[0]);
+    for c in &exp64::POLY[1..] {
+        p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(*c));
+    }
+    let q = _mm256_fmadd_pd(p, _mm256_mul_pd(r, r), r);
+    let scale = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
+    let e = _mm256_fmadd_pd(q, scale, scale);
     _mm256_fmadd_pd(e, err, e)
 }
 
