@@ -4,7 +4,7 @@
 //! everything it guarantees is checked again here, so no call can panic or crash.
 
 use crate::kernels::losses::{self, Binary, BinaryInputs, ClassOptions, ClassTerm, GradOut, Total};
-use crate::kernels::{parallel, softmax, Element, Isa, KernelError, Rows, RowsMut};
+use crate::kernels::{parallel, softmax, Element, Isa, KernelError, Real, Rows, RowsMut};
 use half::{bf16, f16};
 use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyReadonlyArray1,
@@ -667,48 +667,47 @@ fn cross_entropy_common<'py>(
         return Ok(None);
     }
     let smoothing = label_smoothing.value();
-    let computed = if logits.dtype().is_equiv_to(&numpy::dtype::<f32>(py)) {
+    let dtype = logits.dtype();
+    if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
         let x = logits.cast::<PyArrayDyn<f32>>()?;
-        cross_entropy_impl(
-            x,
-            target,
-            1,
-            None,
-            ignore_index,
-            smoothing,
-            None,
-            None,
-            mean,
-        )
-        .map(|loss| (loss, true))
-    } else if logits.dtype().is_equiv_to(&numpy::dtype::<f64>(py)) {
+        common_loss(x, target, ignore_index, smoothing, mean)
+    } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
         let x = logits.cast::<PyArrayDyn<f64>>()?;
-        cross_entropy_impl(
-            x,
-            target,
-            1,
-            None,
-            ignore_index,
-            smoothing,
-            None,
-            None,
-            mean,
-        )
-        .map(|loss| (loss, false))
+        common_loss(x, target, ignore_index, smoothing, mean)
     } else {
-        return Ok(None);
-    };
-    let Ok(((total, denominator), single)) = computed else {
-        return Ok(None);
-    };
-    // IEEE division (x / 0 is inf or NaN), as `_args.finish_reduction`.
-    let value = if mean { total / denominator } else { total };
-    if single {
-        // Rounded (beyond float32's range: inf) here, so NumPy warns of no overflow.
-        numpy_scalar(py, value as f32).map(Some)
-    } else {
-        numpy_scalar(py, value).map(Some)
+        Ok(None)
     }
+}
+
+/// [`cross_entropy_common`] once the dtype is known: the loss as a NumPy scalar of it, rounded
+/// from f64 (beyond float32's range: inf, so NumPy warns of no overflow), or `None` for any
+/// error. The division is IEEE's (x / 0 is inf or NaN), as in `_args.finish_reduction`.
+fn common_loss<'py, E>(
+    x: &Bound<'py, PyArrayDyn<E>>,
+    target: &Bound<'py, PyAny>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    mean: bool,
+) -> PyResult<Option<Bound<'py, PyAny>>>
+where
+    E: Element<Compute = E> + numpy::Element + Real,
+{
+    let loss = cross_entropy_impl(
+        x,
+        target,
+        1,
+        None,
+        ignore_index,
+        label_smoothing,
+        None,
+        None,
+        mean,
+    );
+    let Ok((total, denominator)) = loss else {
+        return Ok(None);
+    };
+    let value = if mean { total / denominator } else { total };
+    numpy_scalar(x.py(), E::from_f64(value)).map(Some)
 }
 
 /// `value` as a NumPy scalar of its type (`numpy.float32(value)` without the Python call).
