@@ -26,20 +26,7 @@ pub(super) fn exp_f32(d: __m256, lo: __m256) -> __m256 {
     let lo = _mm256_min_ps(_mm256_max_ps(lo, _mm256_set1_ps(-8.0)), _mm256_set1_ps(8.0));
     let d = _mm256_max_ps(_mm256_set1_ps(-100.0), d);
     let x = _mm256_max_ps(_mm256_set1_ps(-88.0), _mm256_add_ps(d, lo));
-    exp_f32_unclamped(d, lo, x)
-}
-
-/// [`exp_f32`] after its clamps: `x` is `d + lo`, or the clamped value standing for it. For
-/// `d + lo` in `(-88, 0]` with `|lo|` tiny the clamps do nothing, and callers that know this
-/// call it directly with `x = d + lo`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f32_unclamped(d: __m256, lo: __m256, x: __m256) -> __m256 {
-    let shift = _mm256_set1_ps(exp32::SHIFT);
-    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
-    let k = _mm256_sub_ps(t, shift);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
+    let (t, r) = reduce_f32(x, d, exp32::SHIFT);
     let y = _mm256_add_ps(expm1_reduced_f32(_mm256_add_ps(r, lo)), _mm256_set1_ps(1.0));
     // 2^k from t's low bits: (t_bits - shift_bits + 127) << 23.
     let bias = 127i32.wrapping_sub(exp32::SHIFT.to_bits() as i32) << 23;
@@ -48,6 +35,18 @@ pub(super) fn exp_f32_unclamped(d: __m256, lo: __m256, x: __m256) -> __m256 {
         _mm256_set1_epi32(bias),
     );
     _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
+}
+
+/// Cody-Waite reduction: `t = shift + k` with `k = round(x / ln2)` in its low bits, and
+/// `r = d - k ln2` (`x` is `d`, or the value standing for it that chooses `k`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn reduce_f32(x: __m256, d: __m256, shift: f32) -> (__m256, __m256) {
+    let shift = _mm256_set1_ps(shift);
+    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
+    let k = _mm256_sub_ps(t, shift);
+    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
+    (t, _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r))
 }
 
 /// `exp(r) - 1` as `r + r^2 p(r)` (Cephes' polynomial) for the reduced `|r| <= ln2/2`.
@@ -83,11 +82,7 @@ pub(super) fn exp_f32_near(d: __m256, err: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp_f32_near_in_range(d: __m256, err: __m256) -> __m256 {
-    let shift = _mm256_set1_ps(exp32::SHIFT + 127.0);
-    let t = _mm256_fmadd_ps(d, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
-    let k = _mm256_sub_ps(t, shift);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_HI), d);
-    let r = _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r);
+    let (t, r) = reduce_f32(d, d, exp32::SHIFT + 127.0);
     let q = expm1_reduced_f32(r);
     // 2^k (k >= -127; -127 gives the bits of +0).
     let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
@@ -100,14 +95,10 @@ pub(super) fn exp_f32_near_in_range(d: __m256, err: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
-    let shift = _mm256_set1_pd(exp64::SHIFT);
     let lo = _mm256_min_pd(_mm256_max_pd(lo, _mm256_set1_pd(-8.0)), _mm256_set1_pd(8.0));
     let d = _mm256_max_pd(_mm256_set1_pd(-720.0), d);
     let x = _mm256_max_pd(_mm256_set1_pd(-709.0), _mm256_add_pd(d, lo));
-    let t = _mm256_fmadd_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
-    let k = _mm256_sub_pd(t, shift);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r);
+    let (t, r) = reduce_f64(x, d, exp64::SHIFT);
     let y = _mm256_add_pd(expm1_reduced_f64(_mm256_add_pd(r, lo)), _mm256_set1_pd(1.0));
     let bias = 1023i64.wrapping_sub(exp64::SHIFT.to_bits() as i64) << 52;
     let scale = _mm256_add_epi64(
@@ -115,6 +106,17 @@ pub(super) fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
         _mm256_set1_epi64x(bias),
     );
     _mm256_mul_pd(y, _mm256_castsi256_pd(scale))
+}
+
+/// f64 twin of [`reduce_f32`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn reduce_f64(x: __m256d, d: __m256d, shift: f64) -> (__m256d, __m256d) {
+    let shift = _mm256_set1_pd(shift);
+    let t = _mm256_fmadd_pd(x, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
+    let k = _mm256_sub_pd(t, shift);
+    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
+    (t, _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r))
 }
 
 /// f64 twin of [`expm1_reduced_f32`] (Taylor to degree 13).
@@ -135,11 +137,7 @@ fn expm1_reduced_f64(r: __m256d) -> __m256d {
 pub(super) fn exp_f64_near(d: __m256d, err: __m256d) -> __m256d {
     let err = _mm256_max_pd(err, _mm256_set1_pd(-1.0));
     let d = _mm256_max_pd(_mm256_set1_pd(-709.0), d);
-    let shift = _mm256_set1_pd(exp64::SHIFT + 1023.0);
-    let t = _mm256_fmadd_pd(d, _mm256_set1_pd(std::f64::consts::LOG2_E), shift);
-    let k = _mm256_sub_pd(t, shift);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_HI), d);
-    let r = _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r);
+    let (t, r) = reduce_f64(d, d, exp64::SHIFT + 1023.0);
     let q = expm1_reduced_f64(r);
     let scale = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
     let e = _mm256_fmadd_pd(q, scale, scale);
