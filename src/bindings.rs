@@ -1,5 +1,6 @@
 //! The Python module `xent_rs._native`: validates what the kernels assume, picks the element
-//! type, releases the GIL around every kernel and maps kernel errors to Python exceptions.
+//! type, releases the GIL around every kernel but those of small inputs and maps kernel errors
+//! to Python exceptions.
 //! Argument normalisation (dtype conversion, axis, shapes) happens in `python/xent_rs/_rust.py`;
 //! everything it guarantees is checked again here, so no call can panic or crash.
 
@@ -362,8 +363,9 @@ fn softmax_into_impl<E: Element + numpy::Element>(
     let mut out = out.readwrite();
     let (xv, ov) = (x.as_array(), out.as_array_mut());
     let rows_out = writable_rows(ov, axis, "out")?;
-    x.py()
-        .detach(|| softmax::softmax_into(isa(), &Rows::new(xv, axis), &rows_out, log));
+    detach_unless_small(x.py(), xv.len(), || {
+        softmax::softmax_into(isa(), &Rows::new(xv, axis), &rows_out, log)
+    });
     Ok(())
 }
 
@@ -387,7 +389,9 @@ fn softmax_in_place_impl<E: Element + numpy::Element>(
     let py = x.py();
     let mut x = x.readwrite();
     let rows = writable_rows(x.as_array_mut(), axis, "out")?;
-    py.detach(|| softmax::softmax_in_place(isa(), &rows, log));
+    detach_unless_small(py, rows.n_rows() * rows.len(), || {
+        softmax::softmax_in_place(isa(), &rows, log)
+    });
     Ok(())
 }
 
@@ -420,7 +424,7 @@ where
     let n_rows: usize = batch_shape(view.shape(), axis).iter().product();
     let mut out = output_array::<E::Compute>(out, n_rows)?;
     let slice = out.as_slice_mut().expect("checked contiguous");
-    py.detach(|| {
+    detach_unless_small(py, view.len(), || {
         let rows = Rows::new(view, axis);
         match which {
             RowReduction::LogSumExp => softmax::logsumexp(isa(), &rows, slice),
@@ -464,7 +468,9 @@ where
     let n_rows: usize = batch_shape(pv.shape(), axis).iter().product();
     let mut out = output_array::<E::Compute>(out, n_rows)?;
     let slice = out.as_slice_mut().expect("checked contiguous");
-    py.detach(|| softmax::kl_divergence(isa(), &Rows::new(pv, axis), &Rows::new(qv, axis), slice));
+    detach_unless_small(py, pv.len(), || {
+        softmax::kl_divergence(isa(), &Rows::new(pv, axis), &Rows::new(qv, axis), slice)
+    });
     Ok(())
 }
 
@@ -569,7 +575,7 @@ where
     } else {
         let t = companion::<E>(target, x.shape(), "target", "logits")?;
         let t = t.view();
-        py.detach(|| {
+        detach_unless_small(py, n_rows * n_classes, || {
             with_rows!(t, axis, |target| {
                 losses::cross_entropy_probs(isa(), &rows, &target, options, out_slice, grad)
             })
@@ -762,12 +768,14 @@ where
             ignore_index,
             label_smoothing: 0.0,
         };
-        py.detach(|| losses::picked_index(isa(), &rows, targets, options, term, out_slice))
-            .map_err(|e| BindError::Kernel(e, batch.clone()))?
+        detach_unless_small(py, n_rows * n_classes, || {
+            losses::picked_index(isa(), &rows, targets, options, term, out_slice)
+        })
+        .map_err(|e| BindError::Kernel(e, batch.clone()))?
     } else {
         let t = companion::<E>(target, x.shape(), "target", name)?;
         let t = t.view();
-        py.detach(|| {
+        detach_unless_small(py, n_rows * n_classes, || {
             with_rows!(t, axis, |target| {
                 losses::weighted_probs(isa(), &rows, &target, weight, term, out_slice)
             })
@@ -863,20 +871,19 @@ where
     let (xv, tv) = (x.as_array(), target.as_array());
     let wv = weight.as_ref().map(|w| w.as_array());
     let pv = pos_weight.as_ref().map(|p| p.as_array());
-    let total = py
-        .detach(|| {
-            let (xr, tr) = (Rows::new(xv, axis), Rows::new(tv, axis));
-            let wr = wv.map(|w| Rows::new(w, axis));
-            let pr = pv.map(|p| Rows::new(p, axis));
-            let inputs = BinaryInputs {
-                x: &xr,
-                target: &tr,
-                weight: wr.as_ref(),
-                pos_weight: pr.as_ref(),
-            };
-            losses::binary(isa(), &inputs, kind, out_slice)
-        })
-        .map_err(|e| BindError::Kernel(e, shape.clone()))?;
+    let total = detach_unless_small(py, size, || {
+        let (xr, tr) = (Rows::new(xv, axis), Rows::new(tv, axis));
+        let wr = wv.map(|w| Rows::new(w, axis));
+        let pr = pv.map(|p| Rows::new(p, axis));
+        let inputs = BinaryInputs {
+            x: &xr,
+            target: &tr,
+            weight: wr.as_ref(),
+            pos_weight: pr.as_ref(),
+        };
+        losses::binary(isa(), &inputs, kind, out_slice)
+    })
+    .map_err(|e| BindError::Kernel(e, shape.clone()))?;
     Ok(loss_result(total))
 }
 
