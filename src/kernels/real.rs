@@ -293,6 +293,11 @@ pub struct CompensatedSum {
 }
 
 impl CompensatedSum {
+    /// The sum `hi + lo` (`lo` the rounding errors of `hi`'s additions).
+    pub fn from_parts(hi: f64, lo: f64) -> Self {
+        CompensatedSum { hi, lo }
+    }
+
     #[inline(always)]
     pub fn add(&mut self, v: f64) {
         let s = self.hi + v;

@@ -7,46 +7,57 @@ use ndarray::{ArrayViewD, ArrayViewMutD};
 use std::marker::PhantomData;
 
 /// Where each row starts: the dimensions other than the row axis, merged where they are
-/// contiguous with each other so that most arrays need one multiplication per row.
+/// contiguous with each other so that most arrays need one multiplication per row (and no
+/// allocation: a call on a small array is dominated by such setup).
 #[derive(Clone, Debug)]
-struct RowOffsets {
-    shape: Vec<usize>,
-    strides: Vec<isize>,
+enum RowOffsets {
+    /// At most one merged dimension: row `r` starts at `r * stride` (0 for a single row).
+    Strided { stride: isize },
+    /// Several, outermost first.
+    Nested {
+        shape: Vec<usize>,
+        strides: Vec<isize>,
+    },
 }
 
 impl RowOffsets {
-    fn new(shape: &[usize], strides: &[isize]) -> Self {
-        let mut merged_shape: Vec<usize> = Vec::new();
-        let mut merged_strides: Vec<isize> = Vec::new();
-        for (&n, &s) in shape.iter().zip(strides) {
-            if n == 1 {
-                continue;
-            }
-            match (merged_shape.last_mut(), merged_strides.last_mut()) {
-                (Some(last_n), Some(last_s)) if *last_s == s * n as isize => {
+    fn new(dims: impl Iterator<Item = (usize, isize)>) -> Self {
+        // The innermost merged dimension so far, and the ones outside it.
+        let mut last: Option<(usize, isize)> = None;
+        let (mut shape, mut strides) = (Vec::new(), Vec::new());
+        for (n, s) in dims.filter(|&(n, _)| n != 1) {
+            match &mut last {
+                Some((last_n, last_s)) if *last_s == s * n as isize => {
                     *last_n *= n;
                     *last_s = s;
                 }
                 _ => {
-                    merged_shape.push(n);
-                    merged_strides.push(s);
+                    if let Some((n, s)) = last.replace((n, s)) {
+                        shape.push(n);
+                        strides.push(s);
+                    }
                 }
             }
         }
-        RowOffsets {
-            shape: merged_shape,
-            strides: merged_strides,
+        match last {
+            Some((n, s)) if !shape.is_empty() => {
+                shape.push(n);
+                strides.push(s);
+                RowOffsets::Nested { shape, strides }
+            }
+            _ => RowOffsets::Strided {
+                stride: last.map_or(0, |(_, s)| s),
+            },
         }
     }
 
     #[inline]
     fn offset(&self, mut row: usize) -> isize {
-        match self.shape.len() {
-            0 => 0,
-            1 => row as isize * self.strides[0],
-            _ => {
+        match self {
+            RowOffsets::Strided { stride } => row as isize * stride,
+            RowOffsets::Nested { shape, strides } => {
                 let mut offset = 0;
-                for (&n, &s) in self.shape.iter().zip(&self.strides).rev() {
+                for (&n, &s) in shape.iter().zip(strides).rev() {
                     offset += (row % n) as isize * s;
                     row /= n;
                 }
@@ -62,15 +73,19 @@ fn split_axis(
     strides: &[isize],
     axis: usize,
 ) -> (usize, isize, RowOffsets, usize) {
-    let mut outer_shape = shape.to_vec();
-    let mut outer_strides = strides.to_vec();
-    let len = outer_shape.remove(axis);
-    let stride = outer_strides.remove(axis);
-    let n_rows = outer_shape.iter().product();
+    let others = || {
+        shape
+            .iter()
+            .zip(strides)
+            .enumerate()
+            .filter(move |&(i, _)| i != axis)
+            .map(|(_, (&n, &s))| (n, s))
+    };
+    let n_rows = others().map(|(n, _)| n).product();
     (
-        len,
-        stride,
-        RowOffsets::new(&outer_shape, &outer_strides),
+        shape[axis],
+        strides[axis],
+        RowOffsets::new(others()),
         n_rows,
     )
 }
@@ -147,10 +162,10 @@ impl<'a, T: Element> Rows<'a, T> {
     /// `None`.
     pub fn contiguous_rows(&self, rows: std::ops::Range<usize>) -> Option<&'a [T]> {
         assert!(rows.start <= rows.end && rows.end <= self.n_rows);
-        let consecutive = match (self.offsets.shape.len(), self.offsets.strides.first()) {
-            (0, _) => true,
-            (1, Some(&s)) => s == self.len as isize,
-            _ => false,
+        // A single row, or rows one row length apart.
+        let consecutive = match self.offsets {
+            RowOffsets::Strided { stride } => stride == self.len as isize || self.n_rows <= 1,
+            RowOffsets::Nested { .. } => false,
         };
         if !(self.stride == 1 || self.len <= 1) || !consecutive || rows.is_empty() {
             return None;

@@ -21,7 +21,7 @@
 
 use super::binary::{same_type, same_type_mut};
 use super::real::{CompensatedSum, Real};
-use super::simd::{dispatch, exp_sub, Isa, SimdTask};
+use super::simd::{dispatch, exp_sub, two_sum_into, Isa, SimdTask};
 use super::vlog::VLog;
 
 /// Rows of at most this many classes take the batched path.
@@ -180,30 +180,27 @@ impl LaneSums {
     fn add(&mut self, loss: &[f64; GROUP], weight: &[f64; GROUP]) {
         for (i, v) in [loss, weight].into_iter().enumerate() {
             for l in 0..GROUP {
-                let (hi, lo) = (&mut self.hi[i], &mut self.lo[i]);
-                let s = hi[l] + v[l];
-                let b = s - hi[l];
-                lo[l] += (hi[l] - (s - b)) + (v[l] - b);
-                hi[l] = s;
+                two_sum_into(&mut self.hi[i][l], &mut self.lo[i][l], v[l]);
             }
         }
     }
 
-    /// The sums of the losses and of the weights: the lanes, then their rounding errors
-    /// (skipped once the sum is not finite: they are NaN then).
+    /// The sums of the losses and of the weights: the lanes added pairwise (a tree, so that
+    /// a few rows cost a few dozen operations), every rounding error kept with the lanes'.
     fn into_sums(self) -> [CompensatedSum; 2] {
-        let mut sums = [CompensatedSum::default(); 2];
-        for (i, sum) in sums.iter_mut().enumerate() {
-            for &h in &self.hi[i] {
-                sum.add(h);
-            }
-            for &e in &self.lo[i] {
-                if sum.value().is_finite() && e.is_finite() {
-                    sum.add(e);
+        [0, 1].map(|i| {
+            let (mut hi, mut lo) = (self.hi[i], self.lo[i]);
+            let mut width = GROUP;
+            while width > 1 {
+                width /= 2;
+                for l in 0..width {
+                    let (v, e) = (hi[l + width], lo[l + width]);
+                    two_sum_into(&mut hi[l], &mut lo[l], v);
+                    lo[l] += e;
                 }
             }
-        }
-        sums
+            CompensatedSum::from_parts(hi[0], lo[0])
+        })
     }
 }
 

@@ -266,7 +266,7 @@ pub fn gap_lanes_portable<F: Real>(
 
 /// `hi + lo += term`, the rounding error of `hi + term` kept in `lo` (branch-free TwoSum).
 #[inline(always)]
-fn two_sum_into(hi: &mut f64, lo: &mut f64, term: f64) {
+pub(super) fn two_sum_into(hi: &mut f64, lo: &mut f64, term: f64) {
     let s = *hi + term;
     let b = s - *hi;
     *lo += (*hi - (s - b)) + (term - b);
