@@ -126,16 +126,22 @@ def _ce_impls(
     reduction: str = "mean",
     smoothing: float = 0.0,
     upcast: bool = False,
+    keywords: bool = True,
 ) -> dict[str, Fn]:
     """``cross_entropy`` with index (int) or probability (float) targets ``t``, weight ``w``.
 
     ``upcast``: the SciPy and JAX peers compute float16 input in float32, as xent_rs does.
+    ``keywords``: xent_rs and PyTorch are called with ``weight``, ``label_smoothing`` and
+    ``reduction`` as keywords; without, as plain ``cross_entropy(x, t)`` (defaults only).
     """
     x, t, w = d["x"], d["t"], d.get("w")
     e = smoothing
     n, c = x.shape
     soft = t.dtype.kind == "f"
     kw: dict[str, Any] = {"weight": w, "label_smoothing": e, "reduction": reduction}
+    if not keywords:
+        assert w is None and e == 0 and reduction == "mean", "plain calls take the defaults"
+        kw = {}
     impls: dict[str, Fn] = {
         "xent_rs": lambda: xent_rs.cross_entropy(x, t, **kw),
         "numpy": lambda: reference.cross_entropy(x, t, **kw),
@@ -171,7 +177,12 @@ def _ce_impls(
         xt, tt = torch.from_numpy(x), torch.from_numpy(t)
         wt_t = None if w is None else torch.from_numpy(w)
         f_ce = torch.nn.functional.cross_entropy
-        impls["torch"] = lambda: f_ce(xt, tt, weight=wt_t, label_smoothing=e, reduction=reduction)
+        if keywords:
+            impls["torch"] = lambda: f_ce(
+                xt, tt, weight=wt_t, label_smoothing=e, reduction=reduction
+            )
+        else:
+            impls["torch"] = lambda: f_ce(xt, tt)
     jax, jnp = peers.jax, peers.jnp
     if jax is not None:
 
@@ -447,8 +458,11 @@ CASES: tuple[Case, ...] = (
          _make_binary(probs=True), _bce_impls),
     Case("ce-f16", "cross_entropy f16 {shape}", (2048, 32768), "read",
          _make_ce(np.float16), partial(_ce_impls, upcast=True), tol=1e-2),
-    Case("overhead", "call overhead {shape} cross_entropy", (8, 10), "overhead",
-         _make_ce(), _ce_impls, quick_divisor=1),
+    Case("overhead", "call overhead {shape} cross_entropy(x, t)", (8, 10), "overhead",
+         _make_ce(), partial(_ce_impls, keywords=False), quick_divisor=1),
+    # keywords cost Python a dict per call (about 0.2 us here) whatever the callee
+    Case("overhead-kw", "call overhead {shape} cross_entropy with keywords", (8, 10),
+         "overhead", _make_ce(), _ce_impls, quick_divisor=1),
     # bitwise the same result for any thread count: tol 0
     Case("threads", "cross_entropy f32 {shape} xent_rs 1 thread vs all", (262144, 10),
          "threads", _make_ce(), _ce_impls, tol=0.0),
@@ -1150,7 +1164,8 @@ def _notes(
             f"(xent_rs._native.read_floor unavailable), so {TIMES}floor < 1 is possible"
         ),
         "floor, log_softmax / cross_entropy_with_grad: x.copy(); out=: np.copyto(out, x); "
-        "call overhead: np.negative on the 8x10 input",
+        "call overhead: np.negative on the 8x10 input; the plain row calls cross_entropy(x, t), "
+        'the keywords row passes weight=None, label_smoothing=0.0, reduction="mean"',
         "numpy = xent_rs.reference (pure NumPy in float64, single-threaded); scipy = "
         "scipy.special log_softmax/logsumexp/log_expit composites (single-threaded)",
     ]
