@@ -506,7 +506,12 @@ mod avx2 {
                 ],
             ]
         };
-        let cols = &mut cols[..c];
+        // Groups whose 8 x `c.next_multiple_of(8)` block stays inside `s.x` are read as
+        // unaligned row vectors transposed in registers (the spill past a row's end is the
+        // next row's start, never used); gathers, several times slower on this path, take
+        // the last group or two.
+        let padded = c.next_multiple_of(GROUP);
+        let transposable = s.x.len().saturating_sub(padded - c) / c / GROUP * GROUP;
         for r0 in (0..full).step_by(GROUP) {
             // SAFETY: rows `r0..r0 + 8` are in the block: their `8c` elements are in `s.x`.
             let base = unsafe { s.x.as_ptr().add(r0 * c) };
@@ -530,10 +535,22 @@ mod avx2 {
             // maximum and minimum (NaN skipped).
             let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
             let mut lowest = _mm256_set1_ps(f32::INFINITY);
-            for (j, col) in cols.iter_mut().enumerate() {
-                // SAFETY: lane `l` reads element `j < c` of row `r0 + l`.
-                let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), offsets) };
-                *col = v;
+            if r0 < transposable {
+                for j0 in (0..c).step_by(GROUP) {
+                    // SAFETY: the last element read, `(r0 + 7) c + j0 + 7`, is below
+                    // `(r0 + 8) c + padded - c <= s.x.len()` (`r0 < transposable`).
+                    let rows =
+                        std::array::from_fn(|l| unsafe { _mm256_loadu_ps(base.add(l * c + j0)) });
+                    cols[j0..j0 + GROUP].copy_from_slice(&transpose8(rows));
+                }
+            } else {
+                for (j, col) in cols[..c].iter_mut().enumerate() {
+                    // SAFETY: lane `l` reads element `j < c` of row `r0 + l`.
+                    *col = unsafe { _mm256_i32gather_ps::<4>(base.add(j), offsets) };
+                }
+            }
+            let cols = &cols[..c];
+            for &v in cols {
                 m = _mm256_max_ps(v, m);
                 lowest = _mm256_min_ps(v, lowest);
             }
@@ -661,6 +678,46 @@ mod avx2 {
             }
         }
         full
+    }
+
+    /// The 8x8 transpose: lane `j` of result `k` is lane `k` of `r[j]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let lo = |a, b| _mm256_unpacklo_ps(a, b);
+        let hi = |a, b| _mm256_unpackhi_ps(a, b);
+        // Pairs of rows interleaved, then pairs of pairs: lanes 0-3 and 4-7 of each `u` hold
+        // one column's elements of rows 0-3 (`u0..u3`) or 4-7 (`u4..u7`), per 128-bit half.
+        let t = [
+            lo(r[0], r[1]),
+            hi(r[0], r[1]),
+            lo(r[2], r[3]),
+            hi(r[2], r[3]),
+            lo(r[4], r[5]),
+            hi(r[4], r[5]),
+            lo(r[6], r[7]),
+            hi(r[6], r[7]),
+        ];
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+            _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+            _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+            _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+            _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+            _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+            _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+            _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+        ]
     }
 
     /// Knuth's TwoSum: `hi + lo + v` as a new `(hi, lo)`, lane-wise.
