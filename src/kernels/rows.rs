@@ -51,6 +51,16 @@ impl RowOffsets {
         }
     }
 
+    /// Whether rows of `len` elements `stride` apart, `n_rows` of them, lie one after the
+    /// other: contiguous, and a single row or rows one row length apart.
+    fn one_after_another(&self, len: usize, stride: isize, n_rows: usize) -> bool {
+        let consecutive = match self {
+            RowOffsets::Strided { stride } => *stride == len as isize || n_rows <= 1,
+            RowOffsets::Nested { .. } => false,
+        };
+        (stride == 1 || len <= 1) && consecutive
+    }
+
     #[inline]
     fn offset(&self, mut row: usize) -> isize {
         match self {
@@ -162,12 +172,11 @@ impl<'a, T: Element> Rows<'a, T> {
     /// `None`.
     pub fn contiguous_rows(&self, rows: std::ops::Range<usize>) -> Option<&'a [T]> {
         assert!(rows.start <= rows.end && rows.end <= self.n_rows);
-        // A single row, or rows one row length apart.
-        let consecutive = match self.offsets {
-            RowOffsets::Strided { stride } => stride == self.len as isize || self.n_rows <= 1,
-            RowOffsets::Nested { .. } => false,
-        };
-        if !(self.stride == 1 || self.len <= 1) || !consecutive || rows.is_empty() {
+        if !self
+            .offsets
+            .one_after_another(self.len, self.stride, self.n_rows)
+            || rows.is_empty()
+        {
             return None;
         }
         // SAFETY: `rows.start < n_rows`, so the first row starts inside the array, and the
@@ -261,6 +270,31 @@ impl<'a, T: Element> RowsMut<'a, T> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Rows `rows` as one mutable slice of the storage type when the array lays them out one
+    /// after the other (as [`Rows::contiguous_rows`]); else `None`.
+    ///
+    /// # Safety
+    /// As for [`RowsMut::row_mut`], for each of the rows.
+    #[allow(clippy::mut_from_ref)] // exclusive by the caller's contract, as for `row_mut`
+    pub unsafe fn contiguous_rows_mut(&self, rows: std::ops::Range<usize>) -> Option<&mut [T]> {
+        assert!(rows.start <= rows.end && rows.end <= self.n_rows);
+        if !self
+            .offsets
+            .one_after_another(self.len, self.stride, self.n_rows)
+            || rows.is_empty()
+        {
+            return None;
+        }
+        // SAFETY: as in `Rows::contiguous_rows`; no other access to these rows meanwhile (the
+        // caller's contract).
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.offset(self.offsets.offset(rows.start)),
+                rows.len() * self.len,
+            )
+        })
     }
 
     /// Row `row` as a contiguous mutable slice of the compute type holding the row's values:

@@ -22,6 +22,7 @@
 use super::binary::{same_type, same_type_mut};
 use super::real::{CompensatedSum, Real};
 use super::simd::{dispatch, exp_sub, two_sum_into, Isa, SimdTask};
+use super::softmax::{max_sum, MaxSum};
 use super::vlog::VLog;
 
 /// Rows of at most this many classes take the batched path.
@@ -291,6 +292,78 @@ pub fn block<F: Real, const FMA: bool>(
     sums.into_sums()
 }
 
+/// The log-sum-exp statistics of `out.len()` rows of `c` elements each (`1 <= c <=
+/// MAX_CLASSES`), laid out one after the other in `x`, eight rows at a time as for the
+/// losses: the per-row loop costs more than the work of a short row. Rows with a non-finite
+/// maximum (infinities, NaN) take the row path's exact statistics.
+#[inline(always)]
+pub fn row_stats<F: Real, const FMA: bool>(x: &[F], c: usize, out: &mut [MaxSum<F>]) {
+    let n = out.len();
+    assert!((1..=MAX_CLASSES).contains(&c) && x.len() == n * c && n * c <= i32::MAX as usize);
+    if let (Some(x), Some(out)) = (same_type::<F, f32>(x), same_type_mut_stats::<F, f32>(out)) {
+        #[cfg(target_arch = "x86_64")]
+        if FMA && super::simd::avx2_fma_available() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            let done = unsafe { avx2::stats_f32(x, c, out) };
+            return stats_groups::<f32, FMA, true>(x, c, out, done);
+        }
+        stats_groups::<f32, FMA, false>(x, c, out, 0);
+    } else if let (Some(x), Some(out)) =
+        (same_type::<F, f64>(x), same_type_mut_stats::<F, f64>(out))
+    {
+        #[cfg(target_arch = "x86_64")]
+        if FMA && super::simd::avx2_fma_available() {
+            return stats_groups::<f64, FMA, true>(x, c, out, 0);
+        }
+        stats_groups::<f64, FMA, false>(x, c, out, 0);
+    } else {
+        unreachable!("Real is implemented for f32 and f64 only")
+    }
+}
+
+/// `s` as a slice of `MaxSum<B>` when `A` is `B`.
+fn same_type_mut_stats<A: 'static, B: 'static>(s: &mut [MaxSum<A>]) -> Option<&mut [MaxSum<B>]> {
+    if std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>() {
+        // SAFETY: A and B are the same type, so the slice is a slice of MaxSum<B>.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn stats_groups<F: GroupStats, const FMA: bool, const AVX: bool>(
+    x: &[F],
+    c: usize,
+    out: &mut [MaxSum<F>],
+    first: usize,
+) {
+    let n = out.len();
+    let mut g = Group::<F>::new();
+    for r0 in (first..n).step_by(GROUP) {
+        let used = (n - r0).min(GROUP);
+        let lanes = Lanes {
+            // Lanes past the end read the last row again.
+            start: std::array::from_fn(|l| ((r0 + l.min(used - 1)) * c) as i32),
+            target: [0; GROUP],
+        };
+        // SAFETY: every lane reads a row of `x` and target 0 < c; `AVX` only where the CPU
+        // has AVX2 and FMA (see `row_stats`).
+        unsafe { F::group::<FMA, AVX>(x, c, &lanes, &mut g) };
+        for (l, o) in out[r0..r0 + used].iter_mut().enumerate() {
+            *o = if g.max[l].is_finite() {
+                MaxSum {
+                    max: g.max[l],
+                    count: g.count[l].to_f64(),
+                    rest: g.rest[l].to_f64(),
+                }
+            } else {
+                max_sum::<F, FMA>(&x[(r0 + l) * c..(r0 + l + 1) * c])
+            };
+        }
+    }
+}
+
 /// The groups of rows from row `first` on (checked by [`block`]), in lane loops around
 /// [`GroupStats::group`].
 #[inline(always)]
@@ -356,7 +429,9 @@ mod avx2 {
     use super::super::vlog::{
         F64_BIAS, F64_LN2_HI, F64_LN2_LO, F64_LOG1P_T, F64_MAGIC_BITS, F64_SQRT_HALF_BITS,
     };
-    use super::{Group, LaneSums, Lanes, ShortRows, ACCUMULATORS, GROUP, MAX_CLASSES};
+    use super::{
+        max_sum, Group, LaneSums, Lanes, MaxSum, ShortRows, ACCUMULATORS, GROUP, MAX_CLASSES,
+    };
     use std::arch::x86_64::*;
 
     /// Below this `min - max` (over the rows of a group) the exponential needs its clamps
@@ -531,57 +606,10 @@ mod avx2 {
                 _mm256_permutevar8x32_epi32(_mm256_andnot_si256(ignored[0], t_lo), low_halves),
                 _mm256_permutevar8x32_epi32(_mm256_andnot_si256(ignored[1], t_hi), low_halves),
             );
-            // First pass: the columns (one gather each, kept for the second pass), their
-            // maximum and minimum (NaN skipped).
-            let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
-            let mut lowest = _mm256_set1_ps(f32::INFINITY);
-            if r0 < transposable {
-                for j0 in (0..c).step_by(GROUP) {
-                    // SAFETY: the last element read, `(r0 + 7) c + j0 + 7`, is below
-                    // `(r0 + 8) c + padded - c <= s.x.len()` (`r0 < transposable`).
-                    let rows =
-                        std::array::from_fn(|l| unsafe { _mm256_loadu_ps(base.add(l * c + j0)) });
-                    cols[j0..j0 + GROUP].copy_from_slice(&transpose8(rows));
-                }
-            } else {
-                for (j, col) in cols[..c].iter_mut().enumerate() {
-                    // SAFETY: lane `l` reads element `j < c` of row `r0 + l`.
-                    *col = unsafe { _mm256_i32gather_ps::<4>(base.add(j), offsets) };
-                }
-            }
-            let cols = &cols[..c];
-            for &v in cols {
-                m = _mm256_max_ps(v, m);
-                lowest = _mm256_min_ps(v, lowest);
-            }
-            let in_range = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(
-                _mm256_sub_ps(lowest, m),
-                _mm256_set1_ps(CLAMP_FREE_RANGE),
-            )) == 0xFF;
-            let count = match (in_range, c <= ACCUMULATORS) {
-                (true, true) => exp_pass::<true, true>(cols, m, &mut acc),
-                (false, true) => exp_pass::<false, true>(cols, m, &mut acc),
-                (true, false) => {
-                    acc = [_mm256_setzero_ps(); ACCUMULATORS];
-                    exp_pass::<true, false>(cols, m, &mut acc)
-                }
-                (false, false) => {
-                    acc = [_mm256_setzero_ps(); ACCUMULATORS];
-                    exp_pass::<false, false>(cols, m, &mut acc)
-                }
+            // SAFETY: rows `r0..r0 + 8` are in `s.x`; `r0 < transposable` as documented.
+            let (m, count, rest) = unsafe {
+                group_stats_f32(base, c, r0 < transposable, offsets, &mut cols, &mut acc)
             };
-            // `avx2::sum_exp_f32`'s fold (pairwise, halving the width), without adding the
-            // accumulators no column reached (+0: adding them changes nothing).
-            let mut active = c.min(ACCUMULATORS);
-            let mut width = ACCUMULATORS / 2;
-            while width > 0 {
-                for k in 0..active.saturating_sub(width) {
-                    acc[k] = _mm256_add_ps(acc[k], acc[k + width]);
-                }
-                active = active.min(width);
-                width /= 2;
-            }
-            let rest = acc[0];
             // SAFETY: lane `l` reads element `t_l < c` of row `r0 + l`.
             let xt = unsafe { _mm256_i32gather_ps::<4>(base, _mm256_add_epi32(offsets, t)) };
             let w = if WEIGHTED {
@@ -678,6 +706,123 @@ mod avx2 {
             }
         }
         full
+    }
+
+    /// [`super::row_stats`] of the whole groups of f32 rows that can be read transposed;
+    /// returns the number of rows done (the rest is left to `super::stats_groups`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn stats_f32(x: &[f32], c: usize, out: &mut [MaxSum<f32>]) -> usize {
+        let n = out.len();
+        assert!((1..=MAX_CLASSES).contains(&c) && x.len() == n * c);
+        let padded = c.next_multiple_of(GROUP);
+        let done = x.len().saturating_sub(padded - c) / c / GROUP * GROUP;
+        let mut cols = [_mm256_setzero_ps(); MAX_CLASSES];
+        let mut acc = [_mm256_setzero_ps(); ACCUMULATORS];
+        for r0 in (0..done).step_by(GROUP) {
+            // SAFETY: rows `r0..r0 + 8` and the `padded - c` elements after them are in `x`
+            // (`r0 + 8 <= done`).
+            let (m, count, rest) = unsafe {
+                group_stats_f32(
+                    x.as_ptr().add(r0 * c),
+                    c,
+                    true,
+                    _mm256_setzero_si256(),
+                    &mut cols,
+                    &mut acc,
+                )
+            };
+            let (mut m8, mut count8, mut rest8) = ([0f32; GROUP], [0i32; GROUP], [0f32; GROUP]);
+            // SAFETY: each array holds 8 elements.
+            unsafe {
+                _mm256_storeu_ps(m8.as_mut_ptr(), m);
+                _mm256_storeu_si256(count8.as_mut_ptr().cast(), count);
+                _mm256_storeu_ps(rest8.as_mut_ptr(), rest);
+            }
+            for (l, o) in out[r0..r0 + GROUP].iter_mut().enumerate() {
+                *o = if m8[l].is_finite() {
+                    // The count is kept negated.
+                    MaxSum {
+                        max: m8[l],
+                        count: -count8[l] as f64,
+                        rest: rest8[l] as f64,
+                    }
+                } else {
+                    max_sum::<f32, true>(&x[(r0 + l) * c..(r0 + l + 1) * c])
+                };
+            }
+        }
+        done
+    }
+
+    /// The statistics of 8 consecutive rows of `c` elements from `base` (lane `l` for row
+    /// `l`): maximum, count of maxima (negated) and sum of the other exponentials, as
+    /// `avx2::sum_exp_f32` computes them. The columns are read as unaligned rows transposed
+    /// in registers when `transposed` (several times faster than gathers), else gathered;
+    /// `cols` and `acc` are scratch.
+    ///
+    /// # Safety
+    /// The 8 rows are readable from `base`, and with `transposed` so are the
+    /// `c.next_multiple_of(8) - c` elements after them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn group_stats_f32(
+        base: *const f32,
+        c: usize,
+        transposed: bool,
+        offsets: __m256i,
+        cols: &mut [__m256; MAX_CLASSES],
+        acc: &mut [__m256; ACCUMULATORS],
+    ) -> (__m256, __m256i, __m256) {
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut lowest = _mm256_set1_ps(f32::INFINITY);
+        if transposed {
+            for j0 in (0..c).step_by(GROUP) {
+                // SAFETY: the last element read, `7c + j0 + 7`, is at most
+                // `8c + c.next_multiple_of(8) - c - 1` (the caller's contract).
+                let rows =
+                    std::array::from_fn(|l| unsafe { _mm256_loadu_ps(base.add(l * c + j0)) });
+                cols[j0..j0 + GROUP].copy_from_slice(&transpose8(rows));
+            }
+        } else {
+            for (j, col) in cols[..c].iter_mut().enumerate() {
+                // SAFETY: lane `l` reads element `j < c` of row `l`.
+                *col = unsafe { _mm256_i32gather_ps::<4>(base.add(j), offsets) };
+            }
+        }
+        let cols = &cols[..c];
+        // Maximum and minimum, NaN skipped.
+        for &v in cols {
+            m = _mm256_max_ps(v, m);
+            lowest = _mm256_min_ps(v, lowest);
+        }
+        let in_range = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(
+            _mm256_sub_ps(lowest, m),
+            _mm256_set1_ps(CLAMP_FREE_RANGE),
+        )) == 0xFF;
+        let count = match (in_range, c <= ACCUMULATORS) {
+            (true, true) => exp_pass::<true, true>(cols, m, acc),
+            (false, true) => exp_pass::<false, true>(cols, m, acc),
+            (true, false) => {
+                *acc = [_mm256_setzero_ps(); ACCUMULATORS];
+                exp_pass::<true, false>(cols, m, acc)
+            }
+            (false, false) => {
+                *acc = [_mm256_setzero_ps(); ACCUMULATORS];
+                exp_pass::<false, false>(cols, m, acc)
+            }
+        };
+        // `avx2::sum_exp_f32`'s fold (pairwise, halving the width), without adding the
+        // accumulators no column reached (+0: adding them changes nothing).
+        let mut active = c.min(ACCUMULATORS);
+        let mut width = ACCUMULATORS / 2;
+        while width > 0 {
+            for k in 0..active.saturating_sub(width) {
+                acc[k] = _mm256_add_ps(acc[k], acc[k + width]);
+            }
+            active = active.min(width);
+            width /= 2;
+        }
+        (m, count, acc[0])
     }
 
     /// The 8x8 transpose: lane `j` of result `k` is lane `k` of `r[j]`.

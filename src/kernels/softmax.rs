@@ -1,10 +1,13 @@
 //! Row statistics (max and sum of exponentials) and the softmax family built on them:
 //! log_softmax, softmax, logsumexp, plus entropy and KL divergence.
 
+use super::binary::same_type;
 use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
-use super::simd::{dispatch, max_of, write_log_softmax, Isa, SimdTask};
+use super::short_rows;
+use super::simd::{dispatch, exp_sub, max_of, write_log_softmax, Isa, SimdTask};
+use super::vlog::VLog;
 use std::ops::Range;
 
 /// Elements of a row handled per (max, sum) pass: small enough to stay in L1 between the two
@@ -164,8 +167,18 @@ pub fn softmax_from_stats<F: Real, const FMA: bool>(
     out: &mut [F],
     log: bool,
 ) {
-    let log_sum = stats.log_sum();
-    let m = stats.max;
+    softmax_from_log_sum::<F, FMA>(x, stats.max, stats.log_sum(), out, log);
+}
+
+/// Like [`softmax_from_stats`], given the row's maximum `m` and `log_sum` ([`MaxSum::log_sum`]).
+#[inline(always)]
+fn softmax_from_log_sum<F: Real, const FMA: bool>(
+    x: &[F],
+    m: F,
+    log_sum: f64,
+    out: &mut [F],
+    log: bool,
+) {
     if log {
         write_log_softmax(x, m, F::from_f64(log_sum), out);
     } else if m.is_finite() && !log_sum.is_nan() {
@@ -228,6 +241,155 @@ pub fn run_rows_in_blocks<K: RowKernel>(
     })
 }
 
+/// Rows of statistics computed together by [`short_rows::row_stats`].
+const STATS_BATCH: usize = 64;
+
+/// Whether rows of `c` elements take [`short_row_batches`]: the per-row loop then costs more
+/// than the work of a row. Every layout of such rows does (gathered into a buffer), so the
+/// results do not depend on the layout, nor on whether `out` is the input.
+fn is_short(c: usize) -> bool {
+    (1..=short_rows::MAX_CLASSES).contains(&c)
+}
+
+/// Calls `each(batch, buf, max, log_sum)` for batches of the rows `rows` (`c` elements each,
+/// see [`is_short`]): `buf` holds the batch's rows one after the other, and `max` and
+/// `log_sum` ([`MaxSum::log_sum`]) their statistics, computed together, the logarithms in
+/// lanes. `fetch(batch, buf)` appends the rows `batch` to `buf`.
+#[inline(always)]
+fn short_row_batches<F: Real, const FMA: bool>(
+    c: usize,
+    rows: Range<usize>,
+    mut fetch: impl FnMut(Range<usize>, &mut Vec<F>),
+    mut each: impl FnMut(Range<usize>, &[F], &[F], &[f64]),
+) {
+    let mut stats = [MaxSum::<F>::EMPTY; STATS_BATCH];
+    let mut max = [F::ZERO; STATS_BATCH];
+    let mut log_sum = [0.0; STATS_BATCH];
+    let mut buf = Vec::with_capacity(STATS_BATCH * c);
+    for first in rows.clone().step_by(STATS_BATCH) {
+        let batch = first..rows.end.min(first + STATS_BATCH);
+        buf.clear();
+        fetch(batch.clone(), &mut buf);
+        let stats = &mut stats[..batch.len()];
+        short_rows::row_stats::<F, FMA>(&buf, c, stats);
+        // `MaxSum::log_sum` in one formula (`count - 1` is 0 for a unique maximum), with the
+        // lane-friendly logarithm; rows with a non-finite maximum take `log_sum` itself.
+        for (l, st) in log_sum.iter_mut().zip(stats.iter()) {
+            *l = f64::vln_1p::<FMA>((st.count - 1.0) + st.rest);
+        }
+        for ((st, m), l) in stats.iter().zip(&mut max).zip(&mut log_sum) {
+            *m = st.max;
+            if !st.max.is_finite() {
+                *l = st.log_sum();
+            }
+        }
+        let n = batch.len();
+        each(batch, &buf, &max[..n], &log_sum[..n]);
+    }
+}
+
+/// `log_softmax` (or `softmax`) of a batch of rows of [`short_row_batches`] into `out` (the
+/// rows one after the other), as [`softmax_from_log_sum`] computes it: `log_softmax` row by
+/// row (inlined, a short loop), `softmax` in one flat pass over the elements with each row's
+/// shift spread over its elements (`shift` is scratch).
+#[inline(always)]
+fn softmax_batch<F: Real, const FMA: bool>(
+    x: &[F],
+    max: &[F],
+    log_sum: &[f64],
+    log: bool,
+    out: &mut [F],
+    shift: &mut Vec<(F, F)>,
+) {
+    let c = x.len() / max.len();
+    let stats = max.iter().zip(log_sum);
+    if log {
+        let rows = x.chunks_exact(c).zip(out.chunks_exact_mut(c));
+        for ((row, o), (&m, &ls)) in rows.zip(stats) {
+            write_log_softmax(row, m, F::from_f64(ls), o);
+        }
+        return;
+    }
+    shift.clear();
+    for (&m, &ls) in max.iter().zip(log_sum) {
+        // exp(x - (m + log_sum)) with the shift kept as hi + lo (`softmax_from_log_sum`);
+        // rows it handles otherwise are redone below.
+        let (l_hi, l_lo) = split::<F>(ls);
+        let hi = m + l_hi;
+        shift.extend(std::iter::repeat_n(
+            (hi, l_lo + F::sub_error(m, -l_hi, hi)),
+            c,
+        ));
+    }
+    for ((o, &v), &(hi, lo)) in out.iter_mut().zip(x).zip(shift.iter()) {
+        *o = exp_sub::<F, FMA>(v, hi, lo);
+    }
+    let rows = x.chunks_exact(c).zip(out.chunks_exact_mut(c));
+    for ((row, o), (&m, &ls)) in rows.zip(stats) {
+        if !m.is_finite() || ls.is_nan() {
+            softmax_from_log_sum::<F, FMA>(row, m, ls, o, false);
+        }
+    }
+}
+
+/// Scratch of [`write_batch`].
+#[derive(Default)]
+struct BatchScratch<F> {
+    shift: Vec<(F, F)>,
+    result: Vec<F>,
+    row: Vec<F>,
+}
+
+/// [`softmax_batch`] of a batch of rows (`x`, `max`, `log_sum` from [`short_row_batches`])
+/// into rows `batch` of `out`: directly when they lie one after the other there and are
+/// stored as computed, else through `scratch.result`, row by row. (No closure: one would be
+/// compiled apart, without the instruction set of its caller.)
+///
+/// # Safety
+/// No other access to the rows `batch` of `out` meanwhile.
+#[inline(always)]
+unsafe fn write_batch<E: Element, const FMA: bool>(
+    out: &RowsMut<'_, E>,
+    batch: Range<usize>,
+    (x, max, log_sum): (&[E::Compute], &[E::Compute], &[f64]),
+    log: bool,
+    scratch: &mut BatchScratch<E::Compute>,
+) {
+    let BatchScratch { shift, result, row } = scratch;
+    // SAFETY: the caller's contract.
+    let direct = unsafe { out.contiguous_rows_mut(batch.clone()) };
+    if let Some(o) = direct.and_then(E::as_compute_mut) {
+        return softmax_batch::<E::Compute, FMA>(x, max, log_sum, log, o, shift);
+    }
+    let c = out.len();
+    result.resize(batch.len() * c, E::Compute::ZERO);
+    softmax_batch::<E::Compute, FMA>(x, max, log_sum, log, result, shift);
+    for (r, values) in batch.zip(result.chunks_exact(c)) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let (o, copied) = out.row_mut(r, row);
+            o.copy_from_slice(values);
+            if copied {
+                out.store(r, o);
+            }
+        }
+    }
+}
+
+/// The `fetch` of [`short_row_batches`] for read-only rows (one copy when they are laid out
+/// one after the other).
+fn fetch_rows<'s, E: Element>(
+    x: &'s Rows<'_, E>,
+    scratch: &'s mut Vec<E::Compute>,
+) -> impl FnMut(Range<usize>, &mut Vec<E::Compute>) + 's {
+    move |batch, buf| match x.contiguous_rows(batch.clone()) {
+        Some(s) if same_type::<E, E::Compute>(s).is_some() => {
+            buf.extend_from_slice(same_type::<E, E::Compute>(s).expect("checked"))
+        }
+        _ => batch.for_each(|r| buf.extend_from_slice(x.row(r, scratch))),
+    }
+}
+
 struct SoftmaxInto<'r, 'a, E> {
     x: &'r Rows<'a, E>,
     out: &'r RowsMut<'a, E>,
@@ -240,6 +402,17 @@ impl<E: Element> RowKernel for SoftmaxInto<'_, '_, E> {
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, _: &mut [()]) {
         let (mut src, mut dst) = (Vec::new(), Vec::new());
+        if is_short(self.x.len()) {
+            let fetch = fetch_rows(self.x, &mut src);
+            let mut scratch = BatchScratch::default();
+            short_row_batches::<E::Compute, FMA>(self.x.len(), rows, fetch, |batch, x, m, ls| {
+                // SAFETY: each row is written by exactly one block.
+                unsafe {
+                    write_batch::<E, FMA>(self.out, batch, (x, m, ls), self.log, &mut scratch)
+                };
+            });
+            return;
+        }
         for r in rows {
             let x = self.x.row(r, &mut src);
             // SAFETY: each row is written by exactly one block.
@@ -265,6 +438,29 @@ impl<E: Element> RowKernel for SoftmaxInPlace<'_, '_, E> {
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, _: &mut [()]) {
         let (mut copy, mut buf) = (Vec::new(), Vec::new());
+        if is_short(self.rows.len()) {
+            // A batch's rows are all read (into the batch buffer) before any is written.
+            let mut read = Vec::new();
+            let fetch = |batch: Range<usize>, out: &mut Vec<E::Compute>| {
+                for r in batch {
+                    // SAFETY: each row is accessed by exactly one block, and only read here.
+                    out.extend_from_slice(unsafe { self.rows.row_mut(r, &mut read).0 });
+                }
+            };
+            let mut scratch = BatchScratch::default();
+            short_row_batches::<E::Compute, FMA>(
+                self.rows.len(),
+                rows,
+                fetch,
+                |batch, x, m, ls| {
+                    // SAFETY: as above; the batch's rows were all read (into `x`) before.
+                    unsafe {
+                        write_batch::<E, FMA>(self.rows, batch, (x, m, ls), self.log, &mut scratch)
+                    };
+                },
+            );
+            return;
+        }
         for r in rows {
             // SAFETY: each row is accessed by exactly one block.
             unsafe {
@@ -343,6 +539,16 @@ impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
         let mut scratch = Vec::new();
+        if self.stats.is_none() && is_short(self.x.len()) {
+            let (first, fetch) = (rows.start, fetch_rows(self.x, &mut scratch));
+            short_row_batches::<E::Compute, FMA>(self.x.len(), rows, fetch, |batch, _, max, ls| {
+                let out = &mut out[batch.start - first..batch.end - first];
+                for ((o, &m), &l) in out.iter_mut().zip(max).zip(ls) {
+                    *o = E::Compute::from_f64(m.to_f64() + l);
+                }
+            });
+            return;
+        }
         for (r, o) in rows.zip(out) {
             let stats = match self.stats {
                 Some(all) => all[r],
@@ -573,6 +779,82 @@ mod tests {
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-15);
         for (a, b) in p.iter().zip(&lp) {
             assert!((a.ln() - b).abs() < 1e-13 * b.abs().max(1.0));
+        }
+    }
+
+    /// Short rows, batched: the row path's values (within a few ulps: another summation
+    /// order), special rows included, and bitwise the same in C and Fortran order and in
+    /// place, on both instruction sets.
+    #[test]
+    fn short_row_batches_match_the_row_path_in_every_layout() {
+        use ndarray::{Array2, ShapeBuilder};
+        let specials = [
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            80.0,
+            -80.0,
+            1e30,
+        ];
+        for c in [1, 2, 3, 7, 8, 10, 17, 64] {
+            let n = 150; // two batches and a partial one, a partial group of 8
+            let mut x = Array2::from_shape_fn((n, c), |(i, j)| {
+                (((i * 31 + j * 7) % 97) as f32 * 0.37).sin() * 6.0
+            });
+            for (k, &v) in specials.iter().enumerate() {
+                x[[3 + 5 * k, 0]] = v;
+                x[[70 + k, c - 1]] = v;
+            }
+            x.row_mut(100).fill(f32::NEG_INFINITY);
+            let f = {
+                let mut f = Array2::zeros((n, c).f());
+                f.assign(&x);
+                f
+            };
+            for isa in [Isa::Portable, Isa::detect()] {
+                let rows = Rows::new(x.view().into_dyn(), 1);
+                let mut lse = vec![0.0f32; n];
+                logsumexp(isa, &rows, &mut lse);
+                let mut lse_f = vec![0.0f32; n];
+                logsumexp(isa, &Rows::new(f.view().into_dyn(), 1), &mut lse_f);
+                for r in 0..n {
+                    let want = max_sum::<f32, false>(x.row(r).as_slice().unwrap()).log_sum_exp();
+                    let got = lse[r] as f64;
+                    let ok = got.to_bits() == (want as f32 as f64).to_bits()
+                        || (got.is_nan() && want.is_nan())
+                        || (got - want).abs() <= 4.0 * f32::EPSILON as f64 * want.abs().max(1.0);
+                    assert!(ok, "{isa:?} c={c} row {r}: {got} vs {want}");
+                    assert_eq!(
+                        lse[r].to_bits(),
+                        lse_f[r].to_bits(),
+                        "{isa:?} c={c} row {r}"
+                    );
+                }
+                for log in [false, true] {
+                    let mut out = Array2::<f32>::zeros((n, c));
+                    let out_rows = RowsMut::new(out.view_mut().into_dyn(), 1).unwrap();
+                    softmax_into(isa, &rows, &out_rows, log);
+                    let mut in_place = f.clone();
+                    softmax_in_place(
+                        isa,
+                        &RowsMut::new(in_place.view_mut().into_dyn(), 1).unwrap(),
+                        log,
+                    );
+                    for r in 0..n {
+                        let mut want = vec![0.0f32; c];
+                        softmax_row::<f32, false>(x.row(r).as_slice().unwrap(), &mut want, log);
+                        for j in 0..c {
+                            let (a, b) = (out[[r, j]], in_place[[r, j]]);
+                            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                            let w = want[j];
+                            let ok = a == w
+                                || (a.is_nan() && w.is_nan())
+                                || (a - w).abs() <= 8.0 * f32::EPSILON * w.abs().max(1e-30);
+                            assert!(ok, "{isa:?} c={c} log={log} [{r}, {j}]: {a} vs {w}");
+                        }
+                    }
+                }
+            }
         }
     }
 
