@@ -51,14 +51,23 @@ impl RowOffsets {
         }
     }
 
-    /// Whether rows of `len` elements `stride` apart, `n_rows` of them, lie one after the
-    /// other: contiguous, and a single row or rows one row length apart.
-    fn one_after_another(&self, len: usize, stride: isize, n_rows: usize) -> bool {
+    /// Where rows `rows` (non-empty, of the `n_rows` rows of `len` elements `stride` apart)
+    /// start, when they lie one after the other: contiguous, and a single row or rows one row
+    /// length apart.
+    fn span_start(
+        &self,
+        rows: &std::ops::Range<usize>,
+        len: usize,
+        stride: isize,
+        n_rows: usize,
+    ) -> Option<isize> {
+        assert!(rows.start <= rows.end && rows.end <= n_rows);
         let consecutive = match self {
             RowOffsets::Strided { stride } => *stride == len as isize || n_rows <= 1,
             RowOffsets::Nested { .. } => false,
         };
-        (stride == 1 || len <= 1) && consecutive
+        let laid_out = (stride == 1 || len <= 1) && consecutive && !rows.is_empty();
+        laid_out.then(|| self.offset(rows.start))
     }
 
     #[inline]
@@ -171,18 +180,13 @@ impl<'a, T: Element> Rows<'a, T> {
     /// out so (rows contiguous and consecutive, e.g. the last axis of a C-order array); else
     /// `None`.
     pub fn contiguous_rows(&self, rows: std::ops::Range<usize>) -> Option<&'a [T]> {
-        assert!(rows.start <= rows.end && rows.end <= self.n_rows);
-        if !self
+        let start = self
             .offsets
-            .one_after_another(self.len, self.stride, self.n_rows)
-            || rows.is_empty()
-        {
-            return None;
-        }
+            .span_start(&rows, self.len, self.stride, self.n_rows)?;
         // SAFETY: `rows.start < n_rows`, so the first row starts inside the array, and the
         // rows up to `rows.end` follow it contiguously (checked above) inside the array the
         // view borrowed.
-        Some(unsafe { std::slice::from_raw_parts(self.start(rows.start), rows.len() * self.len) })
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.offset(start), rows.len() * self.len) })
     }
 
     /// Elements `cols` of row `row`, as [`Rows::row`] hands out whole rows.
@@ -279,21 +283,13 @@ impl<'a, T: Element> RowsMut<'a, T> {
     /// As for [`RowsMut::row_mut`], for each of the rows.
     #[allow(clippy::mut_from_ref)] // exclusive by the caller's contract, as for `row_mut`
     pub unsafe fn contiguous_rows_mut(&self, rows: std::ops::Range<usize>) -> Option<&mut [T]> {
-        assert!(rows.start <= rows.end && rows.end <= self.n_rows);
-        if !self
+        let start = self
             .offsets
-            .one_after_another(self.len, self.stride, self.n_rows)
-            || rows.is_empty()
-        {
-            return None;
-        }
+            .span_start(&rows, self.len, self.stride, self.n_rows)?;
         // SAFETY: as in `Rows::contiguous_rows`; no other access to these rows meanwhile (the
         // caller's contract).
         Some(unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ptr.offset(self.offsets.offset(rows.start)),
-                rows.len() * self.len,
-            )
+            std::slice::from_raw_parts_mut(self.ptr.offset(start), rows.len() * self.len)
         })
     }
 
