@@ -452,6 +452,13 @@ CASES: tuple[Case, ...] = (
          _make_x_out, _log_softmax_out_impls, inputs=("x",)),
     Case("logsumexp", "logsumexp f32 {shape}", (4096, 8192), "read",
          _make_x, _along_last_axis("logsumexp"), inputs=("x",)),
+    # few classes: rows batched eight at a time (not one of the rows)
+    Case("logsumexp-10", "logsumexp f32 {shape}", (262144, 10), "read",
+         _make_x, _along_last_axis("logsumexp"), inputs=("x",)),
+    Case("log-softmax-10", "log_softmax f32 {shape}", (262144, 10), "write",
+         _make_x, _along_last_axis("log_softmax"), inputs=("x",)),
+    Case("softmax-10", "softmax f32 {shape}", (262144, 10), "write",
+         _make_x, _along_last_axis("softmax"), inputs=("x",)),
     Case("bce-logits", "binary_cross_entropy_with_logits f32 {shape}", (20_000_000,), "read",
          _make_binary(probs=False), _bce_logits_impls),
     Case("bce", "binary_cross_entropy f32 {shape}", (20_000_000,), "read",
