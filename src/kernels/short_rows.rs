@@ -187,7 +187,7 @@ impl LaneSums {
     }
 
     /// The sums of the losses and of the weights: the lanes added pairwise (a tree, so that
-    /// a few rows cost a few dozen operations), every rounding error kept with the lanes'.
+    /// a few rows cost a few dozen operations), each addition's rounding error kept in `lo`.
     fn into_sums(self) -> [CompensatedSum; 2] {
         [0, 1].map(|i| {
             let (mut hi, mut lo) = (self.hi[i], self.lo[i]);
@@ -331,6 +331,8 @@ fn same_type_mut_stats<A: 'static, B: 'static>(s: &mut [MaxSum<A>]) -> Option<&m
     }
 }
 
+/// [`row_stats`] of the rows from row `first` on, eight at a time through
+/// [`GroupStats::group`].
 #[inline(always)]
 fn stats_groups<F: GroupStats, const FMA: bool, const AVX: bool>(
     x: &[F],

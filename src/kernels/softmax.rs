@@ -382,11 +382,9 @@ fn fetch_rows<'s, E: Element>(
     x: &'s Rows<'_, E>,
     scratch: &'s mut Vec<E::Compute>,
 ) -> impl FnMut(Range<usize>, &mut Vec<E::Compute>) + 's {
-    move |batch, buf| match x.contiguous_rows(batch.clone()) {
-        Some(s) if same_type::<E, E::Compute>(s).is_some() => {
-            buf.extend_from_slice(same_type::<E, E::Compute>(s).expect("checked"))
-        }
-        _ => batch.for_each(|r| buf.extend_from_slice(x.row(r, scratch))),
+    move |batch, buf| match x.contiguous_rows(batch.clone()).and_then(same_type) {
+        Some(rows) => buf.extend_from_slice(rows),
+        None => batch.for_each(|r| buf.extend_from_slice(x.row(r, scratch))),
     }
 }
 
