@@ -300,7 +300,10 @@ pub fn block<F: Real, const FMA: bool>(
 pub fn row_stats<F: Real, const FMA: bool>(x: &[F], c: usize, out: &mut [MaxSum<F>]) {
     let n = out.len();
     assert!((1..=MAX_CLASSES).contains(&c) && x.len() == n * c && n * c <= i32::MAX as usize);
-    if let (Some(x), Some(out)) = (same_type::<F, f32>(x), same_type_mut_stats::<F, f32>(out)) {
+    if let (Some(x), Some(out)) = (
+        same_type::<F, f32>(x),
+        same_type_mut::<MaxSum<F>, MaxSum<f32>>(out),
+    ) {
         #[cfg(target_arch = "x86_64")]
         if FMA && super::simd::avx2_fma_available() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -308,9 +311,10 @@ pub fn row_stats<F: Real, const FMA: bool>(x: &[F], c: usize, out: &mut [MaxSum<
             return stats_groups::<f32, FMA, true>(x, c, out, done);
         }
         stats_groups::<f32, FMA, false>(x, c, out, 0);
-    } else if let (Some(x), Some(out)) =
-        (same_type::<F, f64>(x), same_type_mut_stats::<F, f64>(out))
-    {
+    } else if let (Some(x), Some(out)) = (
+        same_type::<F, f64>(x),
+        same_type_mut::<MaxSum<F>, MaxSum<f64>>(out),
+    ) {
         #[cfg(target_arch = "x86_64")]
         if FMA && super::simd::avx2_fma_available() {
             return stats_groups::<f64, FMA, true>(x, c, out, 0);
@@ -318,16 +322,6 @@ pub fn row_stats<F: Real, const FMA: bool>(x: &[F], c: usize, out: &mut [MaxSum<
         stats_groups::<f64, FMA, false>(x, c, out, 0);
     } else {
         unreachable!("Real is implemented for f32 and f64 only")
-    }
-}
-
-/// `s` as a slice of `MaxSum<B>` when `A` is `B`.
-fn same_type_mut_stats<A: 'static, B: 'static>(s: &mut [MaxSum<A>]) -> Option<&mut [MaxSum<B>]> {
-    if std::any::TypeId::of::<A>() == std::any::TypeId::of::<B>() {
-        // SAFETY: A and B are the same type, so the slice is a slice of MaxSum<B>.
-        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
-    } else {
-        None
     }
 }
 
@@ -353,17 +347,28 @@ fn stats_groups<F: GroupStats, const FMA: bool, const AVX: bool>(
         // has AVX2 and FMA (see `row_stats`).
         unsafe { F::group::<FMA, AVX>(x, c, &lanes, &mut g) };
         for (l, o) in out[r0..r0 + used].iter_mut().enumerate() {
-            *o = if g.max[l].is_finite() {
-                MaxSum {
-                    max: g.max[l],
-                    count: g.count[l].to_f64(),
-                    rest: g.rest[l].to_f64(),
-                }
-            } else {
-                max_sum::<F, FMA>(&x[(r0 + l) * c..(r0 + l + 1) * c])
-            };
+            let row = &x[(r0 + l) * c..(r0 + l + 1) * c];
+            *o = lane_stats::<F, FMA>(g.max[l], g.count[l].to_f64(), g.rest[l].to_f64(), row);
         }
     }
+}
+
+/// A lane's statistics of its row `row`, or the row path's exact ones where the maximum is
+/// not finite (infinities, NaN).
+#[inline(always)]
+fn lane_stats<F: Real, const FMA: bool>(max: F, count: f64, rest: f64, row: &[F]) -> MaxSum<F> {
+    if max.is_finite() {
+        MaxSum { max, count, rest }
+    } else {
+        max_sum::<F, FMA>(row)
+    }
+}
+
+/// Rows of `c` elements in a slice of `len` whose groups of 8 can be read as 8 unaligned
+/// vectors of `c.next_multiple_of(8)` elements each (`avx2::group_stats_f32` transposed)
+/// without reading past the end: a multiple of 8.
+fn transposable_rows(len: usize, c: usize) -> usize {
+    len.saturating_sub(c.next_multiple_of(GROUP) - c) / c / GROUP * GROUP
 }
 
 /// The groups of rows from row `first` on (checked by [`block`]), in lane loops around
@@ -432,7 +437,8 @@ mod avx2 {
         F64_BIAS, F64_LN2_HI, F64_LN2_LO, F64_LOG1P_T, F64_MAGIC_BITS, F64_SQRT_HALF_BITS,
     };
     use super::{
-        max_sum, Group, LaneSums, Lanes, MaxSum, ShortRows, ACCUMULATORS, GROUP, MAX_CLASSES,
+        lane_stats, transposable_rows, Group, LaneSums, Lanes, MaxSum, ShortRows, ACCUMULATORS,
+        GROUP, MAX_CLASSES,
     };
     use std::arch::x86_64::*;
 
@@ -587,8 +593,7 @@ mod avx2 {
         // unaligned row vectors transposed in registers (the spill past a row's end is the
         // next row's start, never used); gathers, several times slower on this path, take
         // the last group or two.
-        let padded = c.next_multiple_of(GROUP);
-        let transposable = s.x.len().saturating_sub(padded - c) / c / GROUP * GROUP;
+        let transposable = transposable_rows(s.x.len(), c);
         for r0 in (0..full).step_by(GROUP) {
             // SAFETY: rows `r0..r0 + 8` are in the block: their `8c` elements are in `s.x`.
             let base = unsafe { s.x.as_ptr().add(r0 * c) };
@@ -716,13 +721,12 @@ mod avx2 {
     pub(super) fn stats_f32(x: &[f32], c: usize, out: &mut [MaxSum<f32>]) -> usize {
         let n = out.len();
         assert!((1..=MAX_CLASSES).contains(&c) && x.len() == n * c);
-        let padded = c.next_multiple_of(GROUP);
-        let done = x.len().saturating_sub(padded - c) / c / GROUP * GROUP;
+        let done = transposable_rows(x.len(), c);
         let mut cols = [_mm256_setzero_ps(); MAX_CLASSES];
         let mut acc = [_mm256_setzero_ps(); ACCUMULATORS];
         for r0 in (0..done).step_by(GROUP) {
-            // SAFETY: rows `r0..r0 + 8` and the `padded - c` elements after them are in `x`
-            // (`r0 + 8 <= done`).
+            // SAFETY: rows `r0..r0 + 8` and the `c.next_multiple_of(8) - c` elements after them
+            // are in `x` (`r0 + 8 <= done`, see `transposable_rows`).
             let (m, count, rest) = unsafe {
                 group_stats_f32(
                     x.as_ptr().add(r0 * c),
@@ -741,16 +745,10 @@ mod avx2 {
                 _mm256_storeu_ps(rest8.as_mut_ptr(), rest);
             }
             for (l, o) in out[r0..r0 + GROUP].iter_mut().enumerate() {
-                *o = if m8[l].is_finite() {
-                    // The count is kept negated.
-                    MaxSum {
-                        max: m8[l],
-                        count: -count8[l] as f64,
-                        rest: rest8[l] as f64,
-                    }
-                } else {
-                    max_sum::<f32, true>(&x[(r0 + l) * c..(r0 + l + 1) * c])
-                };
+                let row = &x[(r0 + l) * c..(r0 + l + 1) * c];
+                // The count is kept negated.
+                let count = -count8[l] as f64;
+                *o = lane_stats::<f32, true>(m8[l], count, rest8[l] as f64, row);
             }
         }
         done
