@@ -42,8 +42,9 @@ pub trait Real:
     fn exp_with_tail<const FMA: bool>(hi: Self, lo: Self) -> Self;
     /// `Σ exp(x - m)` for a finite `m = max(x)`, as (count of maxima, sum of the rest): the
     /// hand-written AVX2 loop where the CPU has it and `FMA` asks for it, else
-    /// [`simd::sum_exp_lanes`].
-    fn sum_exp<const FMA: bool>(x: &[Self], m: Self) -> (Self, Self);
+    /// [`simd::sum_exp_lanes`]. `lowest` is the smallest element (NaN aside) or anything
+    /// lower; a close one lets the AVX2 loop leave out the clamps of far arguments.
+    fn sum_exp<const FMA: bool>(x: &[Self], m: Self, lowest: Self) -> (Self, Self);
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
     /// The lane sums of [`simd::weighted_gap_sum`], likewise (else
@@ -112,12 +113,13 @@ pub(super) mod exp64 {
 macro_rules! exp_loops {
     ($t:ty, $sum:ident, $write:ident, $gap:ident) => {
         #[inline(always)]
-        fn sum_exp<const FMA: bool>(x: &[$t], m: $t) -> ($t, $t) {
+        fn sum_exp<const FMA: bool>(x: &[$t], m: $t, lowest: $t) -> ($t, $t) {
             #[cfg(target_arch = "x86_64")]
             if FMA && simd::avx2_fma_available() {
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { avx2::$sum(x, m) };
+                return unsafe { avx2::$sum(x, m, lowest) };
             }
+            let _ = lowest;
             simd::sum_exp_lanes::<$t, FMA>(x, m)
         }
         #[inline(always)]

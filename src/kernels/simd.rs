@@ -89,6 +89,12 @@ pub fn exp_sub<F: Real, const FMA: bool>(x: F, m_hi: F, m_lo: F) -> F {
 /// Largest element; NaN elements are skipped (the sum pass propagates them).
 #[inline(always)]
 pub fn max_of<F: Real>(x: &[F]) -> F {
+    extremes(x).1
+}
+
+/// `(smallest, largest)` element, NaN elements skipped; `(inf, -inf)` for none.
+#[inline(always)]
+pub fn extremes<F: Real>(x: &[F]) -> (F, F) {
     #[inline(always)]
     fn larger<F: Real>(a: F, b: F) -> F {
         if b > a {
@@ -97,29 +103,41 @@ pub fn max_of<F: Real>(x: &[F]) -> F {
             a
         }
     }
-    let mut m = F::NEG_INFINITY;
+    #[inline(always)]
+    fn smaller<F: Real>(a: F, b: F) -> F {
+        if b < a {
+            b
+        } else {
+            a
+        }
+    }
+    let (mut low, mut high) = (F::INFINITY, F::NEG_INFINITY);
     let mut chunks = x.chunks_exact(LANES);
     if x.len() >= LANES {
-        let mut acc = [F::NEG_INFINITY; LANES];
+        let mut lows = [F::INFINITY; LANES];
+        let mut highs = [F::NEG_INFINITY; LANES];
         for c in &mut chunks {
             for j in 0..LANES {
-                acc[j] = larger(acc[j], c[j]);
+                lows[j] = smaller(lows[j], c[j]);
+                highs[j] = larger(highs[j], c[j]);
             }
         }
-        // A tree of lane maxima (the lanes hold no NaN).
+        // Trees of lane extremes (the lanes hold no NaN).
         let mut width = LANES / 2;
         while width > 0 {
             for j in 0..width {
-                acc[j] = larger(acc[j], acc[j + width]);
+                lows[j] = smaller(lows[j], lows[j + width]);
+                highs[j] = larger(highs[j], highs[j + width]);
             }
             width /= 2;
         }
-        m = acc[0];
+        (low, high) = (lows[0], highs[0]);
     }
     for &v in chunks.remainder() {
-        m = larger(m, v);
+        low = smaller(low, v);
+        high = larger(high, v);
     }
-    m
+    (low, high)
 }
 
 /// Pairwise sum of the lane accumulators.
@@ -374,7 +392,7 @@ mod tests {
         type Output = f32;
         #[inline(always)]
         fn run<const FMA: bool>(self) -> f32 {
-            let (count, rest) = f32::sum_exp::<FMA>(self.0, self.1);
+            let (count, rest) = f32::sum_exp::<FMA>(self.0, self.1, f32::NEG_INFINITY);
             count + rest
         }
     }
@@ -401,7 +419,7 @@ mod tests {
         type Output = F;
         #[inline(always)]
         fn run<const FMA: bool>(self) -> F {
-            F::sum_exp::<FMA>(self.0, self.1).1
+            F::sum_exp::<FMA>(self.0, self.1, F::NEG_INFINITY).1
         }
     }
 

@@ -6,7 +6,7 @@ use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::short_rows;
-use super::simd::{dispatch, exp_sub, max_of, write_log_softmax, Isa, SimdTask};
+use super::simd::{dispatch, exp_sub, extremes, write_log_softmax, Isa, SimdTask};
 use super::vlog::VLog;
 use std::ops::Range;
 
@@ -118,9 +118,9 @@ impl<F: Real> MaxSum<F> {
 pub fn max_sum<F: Real, const FMA: bool>(x: &[F]) -> MaxSum<F> {
     let mut acc = MaxSum::EMPTY;
     for block in x.chunks(ROW_BLOCK) {
-        let m = max_of(block);
+        let (lowest, m) = extremes(block);
         let part = if m.is_finite() {
-            let (count, rest) = F::sum_exp::<FMA>(block, m);
+            let (count, rest) = F::sum_exp::<FMA>(block, m, lowest);
             MaxSum {
                 max: m,
                 count: count.to_f64(),
