@@ -64,20 +64,9 @@ fn expm1_reduced_f32(r: __m256) -> __m256 {
     _mm256_fmadd_ps(p, r2, r)
 }
 
-/// `exp(d + err)` for `d <= 0` and `err` the rounding error of `d` (TwoSum's, so
-/// `|err| <= 2^-24 |d|`), as `exp(d) (1 + err)`: `err^2 / 2 < 2^-37` is below f32's precision
-/// (the extra rounding costs up to half an ulp). Five operations fewer than [`exp_f32`], and
-/// `err` no longer delays the reduction (`k` and `r` come from `d` alone), which shortens the
-/// dependency chain the out-of-order window must hide: `sum_exp_f32` runs 1.5x faster. Below
-/// -88 the result is 0 as in [`exp_f32`]; a NaN `d` gives NaN.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f32_near(d: __m256, err: __m256) -> __m256 {
-    let (d, err) = clamp_near_f32(d, err);
-    exp_f32_near_in_range(d, err)
-}
-
-/// The clamps of [`exp_f32_near`].
+/// The clamps of an exponential `exp(d + err)` for `d <= 0` and `err` the rounding error of
+/// `d` (see [`exp_f32_start`]): below -88 the result is 0 as in [`exp_f32`]. Loops leave them
+/// out where every `d` is known to be in `[-88, 0]` (they do nothing there).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn clamp_near_f32(d: __m256, err: __m256) -> (__m256, __m256) {
@@ -89,23 +78,19 @@ fn clamp_near_f32(d: __m256, err: __m256) -> (__m256, __m256) {
     )
 }
 
-/// `exp(d + err)` for `d` in `[-88, 0]`: [`exp_f32_near`] without its clamps, which do nothing
-/// there. `exp_f32_near_in_range(d, err) = exp_f32_finish(exp_f32_start(d, err))`.
+/// The first half of `exp(d + err)` for `d` in `[-88, 0]` and `err` the rounding error of `d`
+/// (TwoSum's, so `|err| <= 2^-24 |d|`), which does not wait on the polynomial: the reduced
+/// argument `r` and the scale `2^k (1 + err)`; [`exp_f32_finish`] gives `scale exp(r)`.
+/// `err^2 / 2 < 2^-37` is below f32's precision (the extra rounding costs up to half an ulp).
+/// Five operations fewer than [`exp_f32`], and `err` does not delay the reduction (`k` and `r`
+/// come from `d` alone). The shift carries the exponent bias, so `t`'s low bits are `k + 127`
+/// and `t_bits << 23` is `2^k` itself (`k >= -127`; -127 gives the bits of +0). Loops issue
+/// this half for the next vectors beside the second half of the current ones (software
+/// pipelining), so the out-of-order window holds independent work (`sum_exp_f32`: 0.41 to
+/// 0.36 ns per element in L1).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f32_near_in_range(d: __m256, err: __m256) -> __m256 {
-    exp_f32_finish(exp_f32_start(d, err))
-}
-
-/// The first half of [`exp_f32_near_in_range`], which does not wait on the polynomial: the
-/// reduced argument `r` and the scale `2^k (1 + err)`. The shift carries the exponent bias, so
-/// `t`'s low bits are `k + 127` and `t_bits << 23` is `2^k` itself (`k >= -127`; -127 gives
-/// the bits of +0). Loops issue this half for the next vectors beside the second half of the
-/// current ones (software pipelining), so the out-of-order window holds independent work
-/// (`sum_exp_f32`: 0.41 to 0.36 ns per element in L1).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f32_start(d: __m256, err: __m256) -> ExpStart<__m256> {
+fn exp_f32_start(d: __m256, err: __m256) -> ExpStart<__m256> {
     let (t, r) = reduce_f32(d, d, exp32::SHIFT + 127.0);
     let pow2k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
     ExpStart {
@@ -200,15 +185,7 @@ fn expm1_reduced_f64(r: __m256d) -> __m256d {
     _mm256_fmadd_pd(p, r2, r)
 }
 
-/// f64 twin of [`exp_f32_near`] (`|err| <= 2^-53 |d|`, zero below -709).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f64_near(d: __m256d, err: __m256d) -> __m256d {
-    let (d, err) = clamp_near_f64(d, err);
-    exp_f64_finish(exp_f64_start(d, err))
-}
-
-/// The clamps of [`exp_f64_near`].
+/// f64 twin of [`clamp_near_f32`] (zero below -709).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn clamp_near_f64(d: __m256d, err: __m256d) -> (__m256d, __m256d) {
@@ -218,7 +195,7 @@ fn clamp_near_f64(d: __m256d, err: __m256d) -> (__m256d, __m256d) {
     )
 }
 
-/// f64 twin of [`exp_f32_start`] (`t`'s low bits are `k + 1023`).
+/// f64 twin of [`exp_f32_start`] (`|err| <= 2^-53 |d|`; `t`'s low bits are `k + 1023`).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp_f64_start(d: __m256d, err: __m256d) -> ExpStart<__m256d> {
@@ -233,7 +210,7 @@ fn exp_f64_start(d: __m256d, err: __m256d) -> ExpStart<__m256d> {
 /// f64 twin of [`exp_f32_finish`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn exp_f64_finish(start: ExpStart<__m256d>) -> __m256d {
+pub(super) fn exp_f64_finish(start: ExpStart<__m256d>) -> __m256d {
     let q = expm1_reduced_f64(start.r);
     _mm256_fmadd_pd(q, start.scale, start.scale)
 }
@@ -281,7 +258,7 @@ pub(super) fn sub_error_f64(x: __m256d, m: __m256d, d: __m256d) -> __m256d {
 /// where `v == m`, which adds 1 to `count` instead.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn start_term_f32<const IN_RANGE: bool>(
+pub(super) fn start_term_f32<const IN_RANGE: bool>(
     v: __m256,
     vm: __m256,
     count: &mut __m256i,
@@ -301,7 +278,7 @@ fn start_term_f32<const IN_RANGE: bool>(
 /// f64 twin of [`start_term_f32`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn start_term_f64<const IN_RANGE: bool>(
+pub(super) fn start_term_f64<const IN_RANGE: bool>(
     v: __m256d,
     vm: __m256d,
     count: &mut __m256i,

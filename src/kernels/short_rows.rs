@@ -430,9 +430,7 @@ fn groups<F: GroupStats, const FMA: bool, const AVX: bool>(
 /// The AVX2 row path's loops (`avx2::sum_exp_f32`, `avx2::sum_exp_f64`) across rows.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::avx2::{
-        exp_f32_near, exp_f32_near_in_range, exp_f64_near, sub_error_f32, sub_error_f64,
-    };
+    use super::super::avx2::{exp_f32_finish, exp_f64_finish, start_term_f32, start_term_f64};
     use super::super::vlog::{
         F64_BIAS, F64_LN2_HI, F64_LN2_LO, F64_LOG1P_T, F64_MAGIC_BITS, F64_SQRT_HALF_BITS,
     };
@@ -443,7 +441,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     /// Below this `min - max` (over the rows of a group) the exponential needs its clamps
-    /// (see `avx2::exp_f32_near`); above, every argument is in `(-88, 0]`, where they do
+    /// (see `avx2::clamp_near_f32`); above, every argument is in `(-88, 0]`, where they do
     /// nothing.
     const CLAMP_FREE_RANGE: f32 = -87.0;
 
@@ -499,7 +497,7 @@ mod avx2 {
 
     /// The second pass over the columns of a group: `exp(v - m)` of the non-maximal elements
     /// into `acc` (column `j` into `acc[j % 16]`; with `NARROW`, `c <= 16` and `acc` is only
-    /// written), and the count of maxima (as `-1` per maximum, integer lanes).
+    /// written), and the count of maxima (negated, integer lanes).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn exp_pass<const IN_RANGE: bool, const NARROW: bool>(
@@ -509,24 +507,16 @@ mod avx2 {
     ) -> __m256i {
         let mut count = _mm256_setzero_si256();
         for (j, &v) in cols.iter().enumerate() {
-            let d = _mm256_sub_ps(v, m);
-            let lo = sub_error_f32(v, m, d);
-            let e = if IN_RANGE {
-                exp_f32_near_in_range(d, lo)
-            } else {
-                exp_f32_near(d, lo)
-            };
-            let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
-            let e = _mm256_andnot_ps(is_max, e);
+            let e = exp_f32_finish(start_term_f32::<IN_RANGE>(v, m, &mut count));
             if NARROW {
                 acc[j] = e;
             } else {
                 let a = &mut acc[j % ACCUMULATORS];
                 *a = _mm256_add_ps(*a, e);
             }
-            count = _mm256_add_epi32(count, _mm256_castps_si256(is_max));
         }
-        count
+        // Kept negated by the callers.
+        _mm256_sub_epi32(_mm256_setzero_si256(), count)
     }
 
     /// The whole groups of a block of f32 rows (checked by [`super::block`]), the statistics
@@ -900,12 +890,9 @@ mod avx2 {
         for j in 0..c {
             // SAFETY: as above.
             let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), start) };
-            let d = _mm256_sub_ps(v, m);
-            let e = exp_f32_near(d, sub_error_f32(v, m, d));
-            let is_max = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, m);
+            let e = exp_f32_finish(start_term_f32::<false>(v, m, &mut count));
             let a = &mut acc[j % ACCUMULATORS];
-            *a = _mm256_add_ps(*a, _mm256_andnot_ps(is_max, e));
-            count = _mm256_sub_epi32(count, _mm256_castps_si256(is_max));
+            *a = _mm256_add_ps(*a, e);
         }
         // `avx2::sum_exp_f32`'s fold: the two registers, then the horizontal sum (pairwise).
         let mut width = ACCUMULATORS / 2;
@@ -952,12 +939,9 @@ mod avx2 {
             for j in 0..c {
                 // SAFETY: as above.
                 let v = unsafe { _mm256_i32gather_pd::<8>(base.add(j), start) };
-                let d = _mm256_sub_pd(v, m);
-                let e = exp_f64_near(d, sub_error_f64(v, m, d));
-                let is_max = _mm256_cmp_pd::<_CMP_EQ_OQ>(v, m);
+                let e = exp_f64_finish(start_term_f64::<false>(v, m, &mut count));
                 let a = &mut acc[j % ACCUMULATORS];
-                *a = _mm256_add_pd(*a, _mm256_andnot_pd(is_max, e));
-                count = _mm256_sub_epi64(count, _mm256_castpd_si256(is_max));
+                *a = _mm256_add_pd(*a, e);
             }
             // `avx2::sum_exp_f64`'s fold: registers (0 + 1) + (2 + 3) (accumulator k is
             // register k / 4, lane k % 4), then lanes (0 + 2) + (1 + 3).
