@@ -11,30 +11,28 @@ use std::arch::x86_64::*;
 
 use super::real::{exp32, exp64};
 
-/// `exp(d + lo)` for `d + lo <= 0` (NaN propagates; `lo` is a correction such as the rounding
-/// error of `d`, or a shift's low part, `|lo| <= 8`). The exponent `k` is chosen from `d + lo`,
-/// so the reduced argument stays in the polynomial's range whatever the split. Arguments below
-/// -88 give `2^k` exponent bits 0: the result is exactly 0 for every `d + lo` below about
-/// -87.7 (the normal range ends at -87.3; between the two the result is a correctly scaled
-/// subnormal). `d` is clamped at -100 and `lo` to [-8, 8] (a NaN `lo`, from `d = -inf`, to -8)
-/// so that the polynomial stays finite where that zero scale applies.
+/// The first half of `exp(d + lo)` for `d + lo <= 0` (NaN propagates; `lo` is a correction
+/// such as the rounding error of `d`, or a shift's low part, `|lo| <= 8`), finished by
+/// [`exp_f32_finish`]. The exponent `k` is chosen from `d + lo`, so the reduced argument stays
+/// in the polynomial's range whatever the split. Arguments below -88 give `2^k` exponent bits
+/// 0: the result is exactly 0 for every `d + lo` below about -87.7 (the normal range ends at
+/// -87.3; between the two the result is a correctly scaled subnormal). `d` is clamped at -100
+/// and `lo` to [-8, 8] (a NaN `lo`, from `d = -inf`, to -8) so that the polynomial stays
+/// finite where that zero scale applies.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f32(d: __m256, lo: __m256) -> __m256 {
+fn exp_f32_start_split(d: __m256, lo: __m256) -> ExpStart<__m256> {
     // maxps/minps return their second operand when either is NaN: a NaN `d` passes, a NaN
     // `lo` becomes -8.
     let lo = _mm256_min_ps(_mm256_max_ps(lo, _mm256_set1_ps(-8.0)), _mm256_set1_ps(8.0));
     let d = _mm256_max_ps(_mm256_set1_ps(-100.0), d);
     let x = _mm256_max_ps(_mm256_set1_ps(-88.0), _mm256_add_ps(d, lo));
-    let (t, r) = reduce_f32(x, d, exp32::SHIFT);
-    let y = _mm256_add_ps(expm1_reduced_f32(_mm256_add_ps(r, lo)), _mm256_set1_ps(1.0));
-    // 2^k from t's low bits: (t_bits - shift_bits + 127) << 23.
-    let bias = 127i32.wrapping_sub(exp32::SHIFT.to_bits() as i32) << 23;
-    let scale = _mm256_add_epi32(
-        _mm256_slli_epi32(_mm256_castps_si256(t), 23),
-        _mm256_set1_epi32(bias),
-    );
-    _mm256_mul_ps(y, _mm256_castsi256_ps(scale))
+    // As in `exp_f32_start`: `t_bits << 23` is `2^k`.
+    let (t, r) = reduce_f32(x, d, exp32::SHIFT + 127.0);
+    ExpStart {
+        r: _mm256_add_ps(r, lo),
+        scale: _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)),
+    }
 }
 
 /// Cody-Waite reduction: `t = shift + k` with `k = round(x / ln2)` in its low bits, and
@@ -65,7 +63,7 @@ fn expm1_reduced_f32(r: __m256) -> __m256 {
 }
 
 /// The clamps of an exponential `exp(d + err)` for `d <= 0` and `err` the rounding error of
-/// `d` (see [`exp_f32_start`]): below -88 the result is 0 as in [`exp_f32`]. Loops leave them
+/// `d` (see [`exp_f32_start`]): below -88 the result is 0 as in [`exp_f32_start_split`]. Loops leave them
 /// out where every `d` is known to be in `[-88, 0]` (they do nothing there).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -82,7 +80,7 @@ fn clamp_near_f32(d: __m256, err: __m256) -> (__m256, __m256) {
 /// (TwoSum's, so `|err| <= 2^-24 |d|`), which does not wait on the polynomial: the reduced
 /// argument `r` and the scale `2^k (1 + err)`; [`exp_f32_finish`] gives `scale exp(r)`.
 /// `err^2 / 2 < 2^-37` is below f32's precision (the extra rounding costs up to half an ulp).
-/// Five operations fewer than [`exp_f32`], and `err` does not delay the reduction (`k` and `r`
+/// Five operations fewer than [`exp_f32_start_split`], and `err` does not delay the reduction (`k` and `r`
 /// come from `d` alone). The shift carries the exponent bias, so `t`'s low bits are `k + 127`
 /// and `t_bits << 23` is `2^k` itself (`k >= -127`; -127 gives the bits of +0). Loops issue
 /// this half for the next vectors beside the second half of the current ones (software
@@ -138,22 +136,19 @@ impl ExpStart<__m256> {
     }
 }
 
-/// f64 twin of [`exp_f32`] (`d` clamped at -720, `k` from `max(d + lo, -709)`, where
-/// `k = -1023` gives a zero scale).
+/// f64 twin of [`exp_f32_start_split`] (`d` clamped at -720, `k` from `max(d + lo, -709)`,
+/// where `k = -1023` gives a zero scale).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn exp_f64(d: __m256d, lo: __m256d) -> __m256d {
+fn exp_f64_start_split(d: __m256d, lo: __m256d) -> ExpStart<__m256d> {
     let lo = _mm256_min_pd(_mm256_max_pd(lo, _mm256_set1_pd(-8.0)), _mm256_set1_pd(8.0));
     let d = _mm256_max_pd(_mm256_set1_pd(-720.0), d);
     let x = _mm256_max_pd(_mm256_set1_pd(-709.0), _mm256_add_pd(d, lo));
-    let (t, r) = reduce_f64(x, d, exp64::SHIFT);
-    let y = _mm256_add_pd(expm1_reduced_f64(_mm256_add_pd(r, lo)), _mm256_set1_pd(1.0));
-    let bias = 1023i64.wrapping_sub(exp64::SHIFT.to_bits() as i64) << 52;
-    let scale = _mm256_add_epi64(
-        _mm256_slli_epi64(_mm256_castpd_si256(t), 52),
-        _mm256_set1_epi64x(bias),
-    );
-    _mm256_mul_pd(y, _mm256_castsi256_pd(scale))
+    let (t, r) = reduce_f64(x, d, exp64::SHIFT + 1023.0);
+    ExpStart {
+        r: _mm256_add_pd(r, lo),
+        scale: _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52)),
+    }
 }
 
 /// f64 twin of [`reduce_f32`].
@@ -419,31 +414,38 @@ fn sum_exp_f64_with<const IN_RANGE: bool>(x: &[f64], m: f64) -> (f64, f64) {
 }
 
 /// `out = exp(x - (shift_hi + shift_lo))`, the shift an unevaluated sum of two floats.
+/// Software-pipelined as [`sum_exp_f32`]: each step starts 8 exponentials and finishes (and
+/// stores) the 8 before.
 #[target_feature(enable = "avx2,fma")]
 pub fn write_exp_sub_f32(x: &[f32], shift_hi: f32, shift_lo: f32, out: &mut [f32]) {
     let (hi, lo) = (_mm256_set1_ps(shift_hi), _mm256_set1_ps(shift_lo));
-    let mut out_chunks = out.chunks_exact_mut(8);
-    let mut x_chunks = x.chunks_exact(8);
-    for (o, c) in (&mut out_chunks).zip(&mut x_chunks) {
-        // SAFETY: `c` and `o` hold 8 f32 each.
+    let start = |v: __m256| {
+        let d = _mm256_sub_ps(v, hi);
+        exp_f32_start_split(d, _mm256_sub_ps(sub_error_f32(v, hi, d), lo))
+    };
+    assert_eq!(x.len(), out.len());
+    let whole = x.len() - x.len() % 8;
+    if whole > 0 {
+        // SAFETY: every load and store is of 8 f32 at an index below `whole - 7`.
         unsafe {
-            let v = _mm256_loadu_ps(c.as_ptr());
-            let d = _mm256_sub_ps(v, hi);
-            let err = _mm256_sub_ps(sub_error_f32(v, hi, d), lo);
-            _mm256_storeu_ps(o.as_mut_ptr(), exp_f32(d, err));
+            let mut started = start(_mm256_loadu_ps(x.as_ptr()));
+            for i in (8..whole).step_by(8) {
+                let next = start(_mm256_loadu_ps(x.as_ptr().add(i)));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i - 8), exp_f32_finish(started));
+                started = next;
+            }
+            _mm256_storeu_ps(out.as_mut_ptr().add(whole - 8), exp_f32_finish(started));
         }
     }
-    let (o, c) = (out_chunks.into_remainder(), x_chunks.remainder());
+    let (o, c) = (&mut out[whole..], &x[whole..]);
     if !c.is_empty() {
         let mut pad = [f32::NEG_INFINITY; 8];
         pad[..c.len()].copy_from_slice(c);
         let mut res = [0.0f32; 8];
         // SAFETY: `pad` and `res` hold 8 f32 each.
         unsafe {
-            let v = _mm256_loadu_ps(pad.as_ptr());
-            let d = _mm256_sub_ps(v, hi);
-            let err = _mm256_sub_ps(sub_error_f32(v, hi, d), lo);
-            _mm256_storeu_ps(res.as_mut_ptr(), exp_f32(d, err));
+            let e = exp_f32_finish(start(_mm256_loadu_ps(pad.as_ptr())));
+            _mm256_storeu_ps(res.as_mut_ptr(), e);
         }
         o.copy_from_slice(&res[..c.len()]);
     }
@@ -453,28 +455,33 @@ pub fn write_exp_sub_f32(x: &[f32], shift_hi: f32, shift_lo: f32, out: &mut [f32
 #[target_feature(enable = "avx2,fma")]
 pub fn write_exp_sub_f64(x: &[f64], shift_hi: f64, shift_lo: f64, out: &mut [f64]) {
     let (hi, lo) = (_mm256_set1_pd(shift_hi), _mm256_set1_pd(shift_lo));
-    let mut out_chunks = out.chunks_exact_mut(4);
-    let mut x_chunks = x.chunks_exact(4);
-    for (o, c) in (&mut out_chunks).zip(&mut x_chunks) {
-        // SAFETY: `c` and `o` hold 4 f64 each.
+    let start = |v: __m256d| {
+        let d = _mm256_sub_pd(v, hi);
+        exp_f64_start_split(d, _mm256_sub_pd(sub_error_f64(v, hi, d), lo))
+    };
+    assert_eq!(x.len(), out.len());
+    let whole = x.len() - x.len() % 4;
+    if whole > 0 {
+        // SAFETY: every load and store is of 4 f64 at an index below `whole - 3`.
         unsafe {
-            let v = _mm256_loadu_pd(c.as_ptr());
-            let d = _mm256_sub_pd(v, hi);
-            let err = _mm256_sub_pd(sub_error_f64(v, hi, d), lo);
-            _mm256_storeu_pd(o.as_mut_ptr(), exp_f64(d, err));
+            let mut started = start(_mm256_loadu_pd(x.as_ptr()));
+            for i in (4..whole).step_by(4) {
+                let next = start(_mm256_loadu_pd(x.as_ptr().add(i)));
+                _mm256_storeu_pd(out.as_mut_ptr().add(i - 4), exp_f64_finish(started));
+                started = next;
+            }
+            _mm256_storeu_pd(out.as_mut_ptr().add(whole - 4), exp_f64_finish(started));
         }
     }
-    let (o, c) = (out_chunks.into_remainder(), x_chunks.remainder());
+    let (o, c) = (&mut out[whole..], &x[whole..]);
     if !c.is_empty() {
         let mut pad = [f64::NEG_INFINITY; 4];
         pad[..c.len()].copy_from_slice(c);
         let mut res = [0.0f64; 4];
         // SAFETY: `pad` and `res` hold 4 f64 each.
         unsafe {
-            let v = _mm256_loadu_pd(pad.as_ptr());
-            let d = _mm256_sub_pd(v, hi);
-            let err = _mm256_sub_pd(sub_error_f64(v, hi, d), lo);
-            _mm256_storeu_pd(res.as_mut_ptr(), exp_f64(d, err));
+            let e = exp_f64_finish(start(_mm256_loadu_pd(pad.as_ptr())));
+            _mm256_storeu_pd(res.as_mut_ptr(), e);
         }
         o.copy_from_slice(&res[..c.len()]);
     }
