@@ -507,7 +507,7 @@ mod avx2 {
     ) -> __m256i {
         let mut count = _mm256_setzero_si256();
         for (j, &v) in cols.iter().enumerate() {
-            let e = exp_f32_finish(start_term_f32::<IN_RANGE>(v, m, &mut count));
+            let e = exp_f32_finish(start_term_f32::<IN_RANGE, false>(v, m, &mut count));
             if NARROW {
                 acc[j] = e;
             } else {
@@ -890,7 +890,7 @@ mod avx2 {
         for j in 0..c {
             // SAFETY: as above.
             let v = unsafe { _mm256_i32gather_ps::<4>(base.add(j), start) };
-            let e = exp_f32_finish(start_term_f32::<false>(v, m, &mut count));
+            let e = exp_f32_finish(start_term_f32::<false, false>(v, m, &mut count));
             let a = &mut acc[j % ACCUMULATORS];
             *a = _mm256_add_ps(*a, e);
         }
@@ -939,7 +939,7 @@ mod avx2 {
             for j in 0..c {
                 // SAFETY: as above.
                 let v = unsafe { _mm256_i32gather_pd::<8>(base.add(j), start) };
-                let e = exp_f64_finish(start_term_f64::<false>(v, m, &mut count));
+                let e = exp_f64_finish(start_term_f64::<false, false>(v, m, &mut count));
                 let a = &mut acc[j % ACCUMULATORS];
                 *a = _mm256_add_pd(*a, e);
             }
