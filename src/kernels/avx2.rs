@@ -97,8 +97,8 @@ fn exp_f32_start(d: __m256, err: __m256) -> ExpStart<__m256> {
     }
 }
 
-/// `scale (1 + q)` as one fused `q scale + scale`, rounded once as `1 + q` was. A zero scale
-/// gives +0.
+/// `scale exp(r)` as one fused `q scale + scale` with `q = expm1(r)`: one rounding, `scale`
+/// being `2^k` or `2^k (1 + err)`. A zero scale gives +0.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp_f32_finish(start: ExpStart<__m256>) -> __m256 {
