@@ -63,8 +63,8 @@ fn expm1_reduced_f32(r: __m256) -> __m256 {
 }
 
 /// The clamps of an exponential `exp(d + err)` for `d <= 0` and `err` the rounding error of
-/// `d` (see [`exp_f32_start`]): below -88 the result is 0 as in [`exp_f32_start_split`]. Loops leave them
-/// out where every `d` is known to be in `[-88, 0]` (they do nothing there).
+/// `d` (see [`exp_f32_start`]): below -88 the result is 0 as in [`exp_f32_start_split`].
+/// Loops leave them out where every `d` is known to be in `[-88, 0]` (they do nothing there).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn clamp_near_f32(d: __m256, err: __m256) -> (__m256, __m256) {
@@ -80,12 +80,12 @@ fn clamp_near_f32(d: __m256, err: __m256) -> (__m256, __m256) {
 /// (TwoSum's, so `|err| <= 2^-24 |d|`), which does not wait on the polynomial: the reduced
 /// argument `r` and the scale `2^k (1 + err)`; [`exp_f32_finish`] gives `scale exp(r)`.
 /// `err^2 / 2 < 2^-37` is below f32's precision (the extra rounding costs up to half an ulp).
-/// Five operations fewer than [`exp_f32_start_split`], and `err` does not delay the reduction (`k` and `r`
-/// come from `d` alone). The shift carries the exponent bias, so `t`'s low bits are `k + 127`
-/// and `t_bits << 23` is `2^k` itself (`k >= -127`; -127 gives the bits of +0). Loops issue
-/// this half for the next vectors beside the second half of the current ones (software
-/// pipelining), so the out-of-order window holds independent work (`sum_exp_f32`: 0.41 to
-/// 0.36 ns per element in L1).
+/// Five operations fewer than [`exp_f32_start_split`], and `err` does not delay the reduction
+/// (`k` and `r` come from `d` alone). The shift carries the exponent bias, so `t`'s low bits
+/// are `k + 127` and `t_bits << 23` is `2^k` itself (`k >= -127`; -127 gives the bits of +0).
+/// Loops issue this half for the next vectors beside the second half of the current ones
+/// (software pipelining), so the out-of-order window holds independent work (`sum_exp_f32`:
+/// 0.41 to 0.36 ns per element in L1).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn exp_f32_start(d: __m256, err: __m256) -> ExpStart<__m256> {
