@@ -85,10 +85,10 @@ bce hard                               0.60    0.65     2  rel          -
 bce soft                               0.56    1.33     2  rel          -
 bce tiny_loss                          0.50    0.50     2  rel          -
 bce weighted                           0.67    1.04     2  rel          -
-bce_with_logits hard                   0.51    0.69     2  rel          -
-bce_with_logits soft                   0.50    1.37     2  rel          -
-bce_with_logits soft_extreme           0.52    1.55     2  rel          -
-bce_with_logits tiny_loss              0.50    0.50     2  rel          -
+bce_with_logits hard                   0.76    0.69     2  rel          -
+bce_with_logits soft                   0.99    1.37     2  rel          -
+bce_with_logits soft_extreme           0.98    1.55     2  rel          -
+bce_with_logits tiny_loss              0.70    0.50     2  rel          -
 bce_with_logits weighted_pos_weight    0.54    1.38     2  rel          -
 gradient normal3                       0.24    0.89     4  row max      -
 gradient normal30                      0.24    0.58     4  row max      -

@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::real::{exp32, exp64};
+use super::vlog::{F32_LOG1P_REST, SOFTPLUS_LOSS_F32_MAX};
 
 /// The first half of `exp(d + lo)` for `d + lo <= 0` (NaN propagates; `lo` is a correction
 /// such as the rounding error of `d`, or a shift's low part, `|lo| <= 8`), finished by
@@ -570,6 +571,174 @@ fn gap_lanes<T: Copy + Into<f64>>(
         };
     }
     lanes
+}
+
+/// [`super::vlog::softplus_loss_f32`] over the chunks of 16 of `x` and `t` (f32 logits and
+/// targets) from the start up to the first chunk outside its domain (some `|x| > 87`, NaN, or
+/// a target outside `[0, 1]`): the losses into `out` and their sums into the lanes `hi`,
+/// `lo` as `binary::LaneSum` adds a chunk. Returns the number of elements done. The same
+/// operations in the same order as the lane code (so the same bits), software-pipelined: each
+/// step starts the next chunk's exponentials beside finishing the current chunk's logarithms
+/// (the loop is bounded by how much of each element's chain the out-of-order window overlaps;
+/// LLVM's vectorisation of the lane loop spilled, and was no faster than the f64 lanes).
+#[target_feature(enable = "avx2,fma")]
+pub fn softplus_losses_f32(
+    x: &[f32],
+    t: &[f32],
+    mut out: Option<&mut [f32]>,
+    hi: &mut [f64; 4],
+    lo: &mut [f64; 4],
+) -> usize {
+    let chunks = x.len().min(t.len()) / 16;
+    // Whether chunk `c` lies in the domain, and its first half (computed either way: plain
+    // values rather than an Option, which LLVM kept in memory).
+    let start = |c: usize| -> (bool, [SoftplusStart; 2]) {
+        // SAFETY: `c < chunks`, so 16 elements from `16 c` are in both slices.
+        let (x0, x1, t0, t1) = unsafe {
+            let (xp, tp) = (x.as_ptr().add(16 * c), t.as_ptr().add(16 * c));
+            (
+                _mm256_loadu_ps(xp),
+                _mm256_loadu_ps(xp.add(8)),
+                _mm256_loadu_ps(tp),
+                _mm256_loadu_ps(tp.add(8)),
+            )
+        };
+        let inside = _mm256_and_ps(in_softplus_domain(x0, t0), in_softplus_domain(x1, t1));
+        (
+            _mm256_movemask_ps(inside) == 0xFF,
+            [softplus_start_f32(x0, t0), softplus_start_f32(x1, t1)],
+        )
+    };
+    if chunks == 0 {
+        return 0;
+    }
+    let (inside, mut current) = start(0);
+    if !inside {
+        return 0;
+    }
+    // SAFETY: `hi` and `lo` hold 4 f64 each.
+    let (mut sum_hi, mut sum_lo) =
+        unsafe { (_mm256_loadu_pd(hi.as_ptr()), _mm256_loadu_pd(lo.as_ptr())) };
+    let mut c = 0;
+    loop {
+        let (next_inside, next) = start((c + 1).min(chunks - 1));
+        let go_on = c + 1 < chunks && next_inside;
+        let l0 = softplus_finish_f32(current[0]);
+        let l1 = softplus_finish_f32(current[1]);
+        if let Some(o) = out.as_deref_mut() {
+            let o = &mut o[16 * c..16 * c + 16];
+            // SAFETY: `o` holds 16 f32.
+            unsafe {
+                _mm256_storeu_ps(o.as_mut_ptr(), l0);
+                _mm256_storeu_ps(o.as_mut_ptr().add(8), l1);
+            }
+        }
+        let quarters = [
+            _mm256_cvtps_pd(_mm256_castps256_ps128(l0)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l0)),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(l1)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l1)),
+        ];
+        (sum_hi, sum_lo) = add_chunk(quarters, sum_hi, sum_lo);
+        c += 1;
+        if !go_on {
+            break;
+        }
+        current = next;
+    }
+    // SAFETY: `hi` and `lo` hold 4 f64 each.
+    unsafe {
+        _mm256_storeu_pd(hi.as_mut_ptr(), sum_hi);
+        _mm256_storeu_pd(lo.as_mut_ptr(), sum_lo);
+    }
+    16 * c
+}
+
+/// A chunk's 16 losses (4 quarters of 4 in f64) added to the lanes `(hi, lo)` as
+/// `binary::LaneSum` adds them: each lane's 4 values first, then TwoSum.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn add_chunk(q: [__m256d; 4], hi: __m256d, lo: __m256d) -> (__m256d, __m256d) {
+    let v = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(q[0], q[1]), q[2]), q[3]);
+    let s = _mm256_add_pd(hi, v);
+    let b = _mm256_sub_pd(s, hi);
+    let err = _mm256_add_pd(_mm256_sub_pd(hi, _mm256_sub_pd(s, b)), _mm256_sub_pd(v, b));
+    (s, _mm256_add_pd(lo, err))
+}
+
+/// Lanes where `|x| <= SOFTPLUS_LOSS_F32_MAX` and `0 <= t <= 1` (false for NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn in_softplus_domain(x: __m256, t: __m256) -> __m256 {
+    let abs = _mm256_andnot_ps(_mm256_set1_ps(-0.0), x);
+    let x_ok = _mm256_cmp_ps::<_CMP_LE_OQ>(abs, _mm256_set1_ps(SOFTPLUS_LOSS_F32_MAX));
+    let t_low = _mm256_cmp_ps::<_CMP_GE_OQ>(t, _mm256_setzero_ps());
+    let t_high = _mm256_cmp_ps::<_CMP_LE_OQ>(t, _mm256_set1_ps(1.0));
+    _mm256_and_ps(x_ok, _mm256_and_ps(t_low, t_high))
+}
+
+/// The state of 8 lanes of [`super::vlog::softplus_loss_f32`] between its exponential and its
+/// logarithm: `a = max(x, 0) - x t` and `exp(-|x|) = scale (1 + q)`, rounded to `u`.
+#[derive(Clone, Copy)]
+struct SoftplusStart {
+    a: __m256,
+    q: __m256,
+    scale: __m256,
+    u: __m256,
+}
+
+/// The first half of 8 lanes of [`super::vlog::softplus_loss_f32`], operation for operation.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn softplus_start_f32(x: __m256, t: __m256) -> SoftplusStart {
+    let relu = _mm256_max_ps(x, _mm256_setzero_ps());
+    let a = _mm256_fnmadd_ps(x, t, relu);
+    let d = _mm256_or_ps(x, _mm256_set1_ps(-0.0));
+    let biased_shift = _mm256_set1_ps(exp32::SHIFT + 127.0);
+    let k2 = _mm256_fmadd_ps(d, _mm256_set1_ps(std::f32::consts::LOG2_E), biased_shift);
+    let k = _mm256_sub_ps(k2, biased_shift);
+    let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(exp32::LN2_HI), d);
+    let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(exp32::LN2_LO), r);
+    let q = expm1_reduced_f32(r);
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k2), 23));
+    let u = _mm256_fmadd_ps(q, scale, scale);
+    SoftplusStart { a, q, scale, u }
+}
+
+/// The second half of [`softplus_start_f32`]: the losses.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn softplus_finish_f32(start: SoftplusStart) -> __m256 {
+    let SoftplusStart { a, q, scale, u } = start;
+    let high_u = _mm256_cmp_ps::<_CMP_GT_OQ>(u, _mm256_set1_ps(0.5));
+    let half = _mm256_set1_ps(0.5);
+    let half_um1 = _mm256_mul_ps(_mm256_sub_ps(scale, _mm256_set1_ps(1.0)), half);
+    let w = _mm256_blendv_ps(
+        u,
+        _mm256_fmadd_ps(q, _mm256_mul_ps(scale, half), half_um1),
+        high_u,
+    );
+    let lead = _mm256_blendv_ps(scale, _mm256_set1_ps(exp32::LN2_HI), high_u);
+    let next = _mm256_blendv_ps(_mm256_mul_ps(q, scale), w, high_u);
+    let ln2_lo = _mm256_and_ps(high_u, _mm256_set1_ps(exp32::LN2_LO));
+    let w2 = _mm256_mul_ps(w, w);
+    let w4 = _mm256_mul_ps(w2, w2);
+    let d = F32_LOG1P_REST.map(|c| _mm256_set1_ps(c));
+    let low = _mm256_fmadd_ps(d[7], w, d[8]);
+    let low = _mm256_fmadd_ps(_mm256_fmadd_ps(d[5], w, d[6]), w2, low);
+    let high = _mm256_fmadd_ps(d[3], w, d[4]);
+    let high = _mm256_fmadd_ps(_mm256_fmadd_ps(d[1], w, d[2]), w2, high);
+    let rest_poly = _mm256_fmadd_ps(_mm256_fmadd_ps(d[0], w4, high), w4, low);
+    let rest = _mm256_fmadd_ps(w2, rest_poly, ln2_lo);
+    let log_hi = _mm256_add_ps(lead, next);
+    let e1 = _mm256_sub_ps(next, _mm256_sub_ps(log_hi, lead));
+    let s = _mm256_add_ps(a, log_hi);
+    let b = _mm256_sub_ps(s, a);
+    let e2 = _mm256_add_ps(
+        _mm256_sub_ps(a, _mm256_sub_ps(s, b)),
+        _mm256_sub_ps(log_hi, b),
+    );
+    _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(e1, e2), rest))
 }
 
 /// Up to 8 f32 with -inf in the lanes past `part`'s end, without touching memory beyond it.
