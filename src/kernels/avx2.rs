@@ -575,8 +575,8 @@ fn gap_lanes<T: Copy + Into<f64>>(
 
 /// [`super::vlog::softplus_loss_f32`] over the chunks of 16 of `x` and `t` (f32 logits and
 /// targets) from the start up to the first chunk outside its domain (some `|x| > 87`, NaN, or
-/// a target outside `[0, 1]`): the losses into `out` and their sums into the lanes `hi`,
-/// `lo` as `binary::LaneSum` adds a chunk. Returns the number of elements done. The same
+/// a target outside `[0, 1]`): the losses into `out` and their sums into the lanes `hi` as
+/// `binary::LaneSum` adds a chunk of f32 results. Returns the number of elements done. The same
 /// operations in the same order as the lane code (so the same bits), software-pipelined: each
 /// step starts the next chunk's exponentials beside finishing the current chunk's logarithms
 /// (the loop is bounded by how much of each element's chain the out-of-order window overlaps;
@@ -587,7 +587,6 @@ pub fn softplus_losses_f32(
     t: &[f32],
     mut out: Option<&mut [f32]>,
     hi: &mut [f64; 4],
-    lo: &mut [f64; 4],
 ) -> usize {
     let chunks = x.len().min(t.len()) / 16;
     // Whether chunk `c` lies in the domain, and its first half (computed either way: plain
@@ -616,9 +615,8 @@ pub fn softplus_losses_f32(
     if !inside {
         return 0;
     }
-    // SAFETY: `hi` and `lo` hold 4 f64 each.
-    let (mut sum_hi, mut sum_lo) =
-        unsafe { (_mm256_loadu_pd(hi.as_ptr()), _mm256_loadu_pd(lo.as_ptr())) };
+    // SAFETY: `hi` holds 4 f64.
+    let mut sum = unsafe { _mm256_loadu_pd(hi.as_ptr()) };
     let mut c = 0;
     loop {
         let (next_inside, next) = start((c + 1).min(chunks - 1));
@@ -639,31 +637,25 @@ pub fn softplus_losses_f32(
             _mm256_cvtps_pd(_mm256_castps256_ps128(l1)),
             _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l1)),
         ];
-        (sum_hi, sum_lo) = add_chunk(quarters, sum_hi, sum_lo);
+        sum = add_chunk(quarters, sum);
         c += 1;
         if !go_on {
             break;
         }
         current = next;
     }
-    // SAFETY: `hi` and `lo` hold 4 f64 each.
-    unsafe {
-        _mm256_storeu_pd(hi.as_mut_ptr(), sum_hi);
-        _mm256_storeu_pd(lo.as_mut_ptr(), sum_lo);
-    }
+    // SAFETY: `hi` holds 4 f64.
+    unsafe { _mm256_storeu_pd(hi.as_mut_ptr(), sum) };
     16 * c
 }
 
-/// A chunk's 16 losses (4 quarters of 4 in f64) added to the lanes `(hi, lo)` as
-/// `binary::LaneSum` adds them: each lane's 4 values first, then TwoSum.
+/// A chunk's 16 f32 losses (4 quarters of 4 in f64) added to the lanes `hi` as
+/// `binary::LaneSum` adds f32 results: each lane's 4 values first, then a plain addition.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn add_chunk(q: [__m256d; 4], hi: __m256d, lo: __m256d) -> (__m256d, __m256d) {
+fn add_chunk(q: [__m256d; 4], hi: __m256d) -> __m256d {
     let v = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(q[0], q[1]), q[2]), q[3]);
-    let s = _mm256_add_pd(hi, v);
-    let b = _mm256_sub_pd(s, hi);
-    let err = _mm256_add_pd(_mm256_sub_pd(hi, _mm256_sub_pd(s, b)), _mm256_sub_pd(v, b));
-    (s, _mm256_add_pd(lo, err))
+    _mm256_add_pd(hi, v)
 }
 
 /// Lanes where `|x| <= SOFTPLUS_LOSS_F32_MAX` and `0 <= t <= 1` (false for NaN).
@@ -678,13 +670,13 @@ fn in_softplus_domain(x: __m256, t: __m256) -> __m256 {
 }
 
 /// The state of 8 lanes of [`super::vlog::softplus_loss_f32`] between its exponential and its
-/// logarithm: `a = max(x, 0) - x t` and `exp(-|x|) = scale (1 + q)`, rounded to `u`.
+/// logarithm: `a = max(x, 0) - x t` and `exp(-|x|) = scale (1 + q)` (three registers, not four
+/// with the rounded `u`: the state of two chunks stays in registers).
 #[derive(Clone, Copy)]
 struct SoftplusStart {
     a: __m256,
     q: __m256,
     scale: __m256,
-    u: __m256,
 }
 
 /// The first half of 8 lanes of [`super::vlog::softplus_loss_f32`], operation for operation.
@@ -701,15 +693,15 @@ fn softplus_start_f32(x: __m256, t: __m256) -> SoftplusStart {
     let r = _mm256_fnmadd_ps(k, _mm256_set1_ps(exp32::LN2_LO), r);
     let q = expm1_reduced_f32(r);
     let scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k2), 23));
-    let u = _mm256_fmadd_ps(q, scale, scale);
-    SoftplusStart { a, q, scale, u }
+    SoftplusStart { a, q, scale }
 }
 
 /// The second half of [`softplus_start_f32`]: the losses.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn softplus_finish_f32(start: SoftplusStart) -> __m256 {
-    let SoftplusStart { a, q, scale, u } = start;
+    let SoftplusStart { a, q, scale } = start;
+    let u = _mm256_fmadd_ps(q, scale, scale);
     let high_u = _mm256_cmp_ps::<_CMP_GT_OQ>(u, _mm256_set1_ps(0.5));
     let half = _mm256_set1_ps(0.5);
     let half_um1 = _mm256_mul_ps(_mm256_sub_ps(scale, _mm256_set1_ps(1.0)), half);
