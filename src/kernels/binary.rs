@@ -17,8 +17,9 @@
 //!   f32 eps).
 //!
 //! The per-element losses are summed in f64 lanes with Knuth's TwoSum (for f32 results, plain
-//! f64 additions: each rounds by 2^-53, so a block's sum is within 2^-39 of its exact value,
-//! far below an f32 ulp, and TwoSum's dependent chain cost the f32 loop 10%), folded into a
+//! f64 additions: each rounds by 2^-53, so a block's sum is within 2^-39 of its magnitudes'
+//! sum, far below an f32 ulp unless negative weights cancel it, and TwoSum's dependent chain
+//! cost the f32 loop 10%), folded into a
 //! compensated [`Total`] per block, so the sum does not depend on the number of threads.
 
 // Lane loops index several arrays by lane on purpose (that is what vectorises).
