@@ -744,7 +744,7 @@ mod tests {
         // Wall time in ns; the fastest of several rounds stands for the kernel (the machine
         // may be shared, and the schedstat CPU clock ticks in milliseconds).
         let epoch = std::time::Instant::now();
-        let cpu = move || -> f64 { epoch.elapsed().as_nanos() as f64 };
+        let now = move || -> f64 { epoch.elapsed().as_nanos() as f64 };
         for (name, kind) in [("logits", Binary::Logits), ("probs", Binary::Probs)] {
             let (xs, ps) = (Rows::new(x.view(), 0), Rows::new(p.view(), 0));
             let tr = Rows::new(t.view(), 0);
@@ -755,16 +755,16 @@ mod tests {
             let only = std::env::var("BINARY_SPEED_ONLY").unwrap_or_default();
             let run32 = only.is_empty() || only == format!("{name}32");
             let run64 = only.is_empty() || only == format!("{name}64");
-            // (sum of the losses, CPU ns per element); (0, ~0) when not `run`.
+            // (sum of the losses, wall ns per element); (0, ~0) when not `run`.
             fn timed<E: Element>(
                 run: bool,
                 x: &Rows<'_, E>,
                 target: &Rows<'_, E>,
                 kind: Binary,
-                cpu: &dyn Fn() -> f64,
+                now: &dyn Fn() -> f64,
                 n: usize,
             ) -> (f64, f64) {
-                let start = cpu();
+                let start = now();
                 let inputs = BinaryInputs {
                     x,
                     target,
@@ -776,15 +776,15 @@ mod tests {
                 } else {
                     0.0
                 };
-                (sum, (cpu() - start) / n as f64)
+                (sum, (now() - start) / n as f64)
             }
             let (mut best32, mut best64) = (f64::INFINITY, f64::INFINITY);
             let (mut s32, mut s64) = (0.0, 0.0);
             for _ in 0..7 {
                 let t32;
                 let t64;
-                (s32, t32) = timed(run32, input, &tr, kind, &cpu, n);
-                (s64, t64) = timed(run64, input64, &tr64, kind, &cpu, n);
+                (s32, t32) = timed(run32, input, &tr, kind, &now, n);
+                (s64, t64) = timed(run64, input64, &tr64, kind, &now, n);
                 best32 = best32.min(t32);
                 best64 = best64.min(t64);
             }
