@@ -95,9 +95,11 @@ pub fn rows_per_block(row_len: usize) -> usize {
 /// the pool's workers together, each taking the next block nobody has claimed yet.
 ///
 /// The caller works rather than waiting for the pool (as `ThreadPool::install` would): one
-/// thread fewer to wake per call, and one that is surely running. On this 2-core VM, after
-/// the pool idled 0.1 s the scheduler often ran both workers of an `install` on one core for
-/// several calls (262144 x 10 cross-entropy 1.5 -> 3 ms a call, single-core speed).
+/// thread fewer to wake per call (2 threads, 32768 x 10 cross-entropy: 0.189 -> 0.177 ms).
+/// What it does not avoid, on this 2-core VM: after the pool idled about 0.1 s, the kernel
+/// often places the woken worker on the caller's core for several calls (262144 x 10: 1.5 ->
+/// 3 ms a call, one core's speed); only pinning threads to cores would override that, which
+/// a library sharing the machine should not do.
 fn run_blocks<R: Send>(
     pool: &rayon::ThreadPool,
     n_blocks: usize,
