@@ -48,18 +48,17 @@ fn reduce_f32(x: __m256, d: __m256, shift: f32) -> (__m256, __m256) {
     (t, _mm256_fmadd_ps(k, _mm256_set1_ps(-exp32::LN2_LO), r))
 }
 
-/// `exp(r) - 1` as `r + r^2 p(r)` (Cephes' polynomial) for the reduced `|r| <= ln2/2`, `p` in
-/// Estrin's scheme: three fused steps deep instead of Horner's five, which the exp loops feel
+/// `exp(r) - 1` as `r + r^2 p(r)` (`exp32::POLY`) for the reduced `|r| <= ln2/2`, `p` in
+/// Estrin's scheme: three fused steps deep instead of Horner's four, which the exp loops feel
 /// (their speed is bounded by how much of this chain the out-of-order window can overlap).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn expm1_reduced_f32(r: __m256) -> __m256 {
     let c = exp32::POLY.map(|c| _mm256_set1_ps(c));
     let r2 = _mm256_mul_ps(r, r);
-    let high = _mm256_fmadd_ps(c[0], r, c[1]);
-    let mid = _mm256_fmadd_ps(c[2], r, c[3]);
-    let low = _mm256_fmadd_ps(c[4], r, c[5]);
-    let p = _mm256_fmadd_ps(_mm256_fmadd_ps(high, r2, mid), r2, low);
+    let high = _mm256_fmadd_ps(c[1], r, c[2]);
+    let low = _mm256_fmadd_ps(c[3], r, c[4]);
+    let p = _mm256_fmadd_ps(_mm256_fmadd_ps(c[0], r2, high), r2, low);
     _mm256_fmadd_ps(p, r2, r)
 }
 
@@ -163,21 +162,20 @@ fn reduce_f64(x: __m256d, d: __m256d, shift: f64) -> (__m256d, __m256d) {
     (t, _mm256_fmadd_pd(k, _mm256_set1_pd(-exp64::LN2_LO), r))
 }
 
-/// f64 twin of [`expm1_reduced_f32`] (Taylor to degree 13), `p` in Estrin's scheme: five
-/// fused steps deep instead of Horner's eleven.
+/// f64 twin of [`expm1_reduced_f32`] (`exp64::POLY`), `p` in Estrin's scheme: four fused
+/// steps deep instead of Horner's nine.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn expm1_reduced_f64(r: __m256d) -> __m256d {
     let c = exp64::POLY.map(|c| _mm256_set1_pd(c));
     let r2 = _mm256_mul_pd(r, r);
     let r4 = _mm256_mul_pd(r2, r2);
-    // p = Σ c[i] r^(11 - i): pairs in r, then pairs of those in r^2, then in r^4.
+    // p = Σ c[i] r^(9 - i): pairs in r, then those in r^2, then the two halves in r^4.
     let pair = |i: usize| _mm256_fmadd_pd(c[i], r, c[i + 1]);
-    let (p0, p1, p2, p3, p4, p5) = (pair(0), pair(2), pair(4), pair(6), pair(8), pair(10));
-    let u0 = _mm256_fmadd_pd(p0, r2, p1);
-    let u1 = _mm256_fmadd_pd(p2, r2, p3);
-    let u2 = _mm256_fmadd_pd(p4, r2, p5);
-    let p = _mm256_fmadd_pd(_mm256_fmadd_pd(u0, r4, u1), r4, u2);
+    let (p0, p1, p2, p3, p4) = (pair(0), pair(2), pair(4), pair(6), pair(8));
+    let high = _mm256_fmadd_pd(_mm256_fmadd_pd(p0, r2, p1), r2, p2);
+    let low = _mm256_fmadd_pd(p3, r2, p4);
+    let p = _mm256_fmadd_pd(high, r4, low);
     _mm256_fmadd_pd(p, r2, r)
 }
 

@@ -74,36 +74,40 @@ pub(super) mod exp32 {
     /// 9 significant bits: `k * LN2_HI` is exact.
     pub const LN2_HI: f32 = 0.693_359_4;
     pub const LN2_LO: f32 = -2.121_944_4e-4;
-    /// Cephes' degree-7 polynomial (about 1 ulp): `exp(r) = 1 + r + r^2 p(r)`.
-    pub const POLY: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
+    /// `exp(r) = 1 + r + r^2 p(r)` with `p` of degree 4, highest first: a relative-error
+    /// minimax fit on `|r| <= ln2/2` with `p(0) = 1/2` (Lawson's iteration over 4000
+    /// Chebyshev nodes, 40-digit mpmath values), within 0.065 f32 ulp of `exp` with these
+    /// f32 coefficients. One fused step fewer per element than Cephes' degree-5 `p` it
+    /// replaces, whose 0.002 ulp bought nothing once rounded to f32: the exhaustive `exp`
+    /// test measures 0.721 eps (0.717 before), `softplus_loss_f32`'s the same 0.951 / 0.908.
+    pub const POLY: [f32; 5] = [
+        1.386_378_1e-3,
+        8.367_483e-3,
+        4.166_723_8e-2,
+        1.666_653_5e-1,
         0.5,
     ];
 }
 
-/// f64 twin of [`exp32`]: Taylor to degree 13 (truncation < 2^-60 on `|r| <= ln2/2`).
+/// f64 twin of [`exp32`], `p` of degree 9 (fitted the same way, 50-digit mpmath over 300
+/// nodes): within 0.052 f64 ulp of `exp` on `|r| <= ln2/2`, where the degree-11 Taylor `p`
+/// it replaces took two more fused steps per element.
 pub(super) mod exp64 {
     /// 1.5 * 2^52.
     pub const SHIFT: f64 = 6_755_399_441_055_744.0;
     /// Low 32 bits zero: `k * LN2_HI` is exact.
     pub const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     pub const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-    pub const POLY: [f64; 12] = [
-        1.0 / 6_227_020_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
+    pub const POLY: [f64; 10] = [
+        2.497_838_350_301_470_5e-8,
+        2.762_519_019_170_527e-7,
+        2.755_764_087_075_736e-6,
+        2.480_150_867_484_827_8e-5,
+        1.984_126_946_619_784_4e-4,
+        1.388_888_892_680_181_3e-3,
+        8.333_333_333_500_054e-3,
+        4.166_666_666_660_394_4e-2,
+        1.666_666_666_666_643_3e-1,
         0.5,
     ];
 }
@@ -192,8 +196,8 @@ impl Real for f32 {
     }
     #[inline(always)]
     fn exp_with_tail<const FMA: bool>(hi: f32, lo: f32) -> f32 {
-        // Cody-Waite reduction exp(x) = 2^k exp(r), |r| <= ln2/2, then Cephes' degree-7
-        // polynomial (about 1 ulp), and 2^k built in the exponent bits.
+        // Cody-Waite reduction exp(x) = 2^k exp(r), |r| <= ln2/2, then a degree-6 minimax
+        // polynomial (see `exp32::POLY`), and 2^k built in the exponent bits.
         use exp32::{LN2_HI, LN2_LO, POLY, SHIFT};
         const SMALLEST: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
                                           // `k` from `hi + lo` (so a sizeable `lo`, e.g. a shift's low part, keeps the reduced
@@ -258,7 +262,7 @@ impl Real for f64 {
     }
     #[inline(always)]
     fn exp_with_tail<const FMA: bool>(hi: f64, lo: f64) -> f64 {
-        // Same scheme as f32 with a degree-13 Taylor polynomial (truncation < 2^-60 on |r| <= ln2/2).
+        // Same scheme as f32 with a degree-11 polynomial (see `exp64::POLY`).
         use exp64::{LN2_HI, LN2_LO, POLY, SHIFT};
         const SMALLEST: f64 = -708.396_418_532_264_1; // ln(f64::MIN_POSITIVE)
         let lo = if lo > 8.0 {

@@ -524,11 +524,10 @@ pub fn softplus_loss_f32<const FMA: bool>(x: f32, t: f32) -> f32 {
     // Estrin's scheme for both polynomials: the loop over these is bounded by how much of
     // each element's chain the out-of-order window overlaps, so depth counts.
     let r2 = r * r;
-    let [c0, c1, c2, c3, c4, c5] = POLY;
-    let high = c0.mul_add_if::<FMA>(r, c1);
-    let mid = c2.mul_add_if::<FMA>(r, c3);
-    let low = c4.mul_add_if::<FMA>(r, c5);
-    let p = high.mul_add_if::<FMA>(r2, mid).mul_add_if::<FMA>(r2, low);
+    let [c0, c1, c2, c3, c4] = POLY;
+    let high = c1.mul_add_if::<FMA>(r, c2);
+    let low = c3.mul_add_if::<FMA>(r, c4);
+    let p = c0.mul_add_if::<FMA>(r2, high).mul_add_if::<FMA>(r2, low);
     let q = p.mul_add_if::<FMA>(r2, r);
     let scale = f32::from_bits(k2.to_bits() << 23);
     let u = q.mul_add_if::<FMA>(scale, scale);
