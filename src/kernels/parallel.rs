@@ -13,10 +13,15 @@ const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 /// Target number of elements per block of rows.
 const BLOCK_ELEMENTS: usize = 1 << 14;
 
-#[derive(Debug)]
+/// The rayon pool and its workers' thread ids.
+struct Pool {
+    threads: rayon::ThreadPool,
+    workers: Arc<Workers>,
+}
+
 struct PoolState {
     threads: usize,
-    pool: Option<Arc<rayon::ThreadPool>>,
+    pool: Option<Arc<Pool>>,
     /// The process that built `pool`: after a `fork()` the child has none of its threads.
     owner_pid: u32,
 }
@@ -60,7 +65,7 @@ pub fn set_num_threads(n: usize) {
     }
 }
 
-fn pool() -> Option<Arc<rayon::ThreadPool>> {
+fn pool() -> Option<Arc<Pool>> {
     let mut state = lock();
     if state.threads <= 1 {
         return None;
@@ -75,15 +80,103 @@ fn pool() -> Option<Arc<rayon::ThreadPool>> {
     }
     if state.pool.is_none() {
         // The calling thread is one of the `threads` (see `run_blocks`).
-        let built = rayon::ThreadPoolBuilder::new()
+        let workers = Arc::new(Workers::new());
+        let registry = Arc::clone(&workers);
+        let threads = rayon::ThreadPoolBuilder::new()
             .num_threads(state.threads - 1)
             .thread_name(|i| format!("xent-rs-{i}"))
+            .start_handler(move |_| registry.register_current())
             .build()
             .ok()?;
-        state.pool = Some(Arc::new(built));
+        state.pool = Some(Arc::new(Pool { threads, workers }));
         state.owner_pid = pid;
     }
     state.pool.clone()
+}
+
+/// The pool's worker threads, kept off the core of the thread that calls into the pool.
+///
+/// Why: on the 2-core VM this was measured on, after the pool idled about 0.1 s (a Python
+/// caller doing other work), the kernel placed the woken worker on the caller's own core for
+/// several calls in a row, the other core standing idle (a halted vCPU counts as preempted, so
+/// the scheduler passes it over): 262144 x 10 cross-entropy 1.5 -> 3 ms a call, one core's
+/// speed, and inside the benchmark's interleaved runs most samples of the large rows ran so.
+/// Before waking them, each call therefore restricts the workers to the cores the caller may
+/// use except its current one (a syscall per worker, only when the caller has moved since the
+/// last call). The workers may still move among those cores; with one core allowed, or off
+/// Linux, nothing is done. `XENT_RS_STEER_THREADS=0` turns this off.
+struct Workers {
+    #[cfg(target_os = "linux")]
+    tids: Mutex<Vec<libc::pid_t>>,
+    /// The caller's core the workers were last kept off (-1: not yet, or a worker since).
+    #[cfg(target_os = "linux")]
+    steered_from: std::sync::atomic::AtomicI32,
+}
+
+impl Workers {
+    fn new() -> Self {
+        Workers {
+            #[cfg(target_os = "linux")]
+            tids: Mutex::new(Vec::new()),
+            #[cfg(target_os = "linux")]
+            steered_from: std::sync::atomic::AtomicI32::new(-1),
+        }
+    }
+
+    fn register_current(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            self.tids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tid);
+            self.steered_from.store(-1, Ordering::Relaxed);
+        }
+    }
+
+    fn steer_from_caller(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            if !steering_enabled() {
+                return;
+            }
+            // SAFETY: sched_getcpu has no preconditions.
+            let cpu = unsafe { libc::sched_getcpu() };
+            if cpu < 0 || self.steered_from.swap(cpu, Ordering::Relaxed) == cpu {
+                return;
+            }
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            // SAFETY: an all-zero cpu_set_t is the empty set; `set` is a valid, writable set of
+            // `size` bytes for sched_getaffinity, and CPU_CLR / CPU_COUNT only touch it (CPU_CLR
+            // ignores indices past the set).
+            let allowed = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                if libc::sched_getaffinity(0, size, &mut set) != 0 {
+                    return;
+                }
+                libc::CPU_CLR(cpu as usize, &mut set);
+                if libc::CPU_COUNT(&set) == 0 {
+                    return;
+                }
+                set
+            };
+            for &tid in self.tids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                // SAFETY: `allowed` is a valid set of `size` bytes. A failure (a worker gone,
+                // a policy refusing it) leaves that worker where the scheduler puts it.
+                unsafe { libc::sched_setaffinity(tid, size, &allowed) };
+            }
+        }
+    }
+}
+
+/// Whether [`Workers`] steers (`XENT_RS_STEER_THREADS=0` turns it off), read once.
+#[cfg(target_os = "linux")]
+fn steering_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED
+        .get_or_init(|| std::env::var("XENT_RS_STEER_THREADS").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Rows per block for rows of `row_len` elements.
@@ -96,15 +189,7 @@ pub fn rows_per_block(row_len: usize) -> usize {
 ///
 /// The caller works rather than waiting for the pool (as `ThreadPool::install` would): one
 /// thread fewer to wake per call (2 threads, 32768 x 10 cross-entropy: 0.189 -> 0.177 ms).
-/// What it does not avoid, on this 2-core VM: after the pool idled about 0.1 s, the kernel
-/// often places the woken worker on the caller's core for several calls (262144 x 10: 1.5 ->
-/// 3 ms a call, one core's speed); only pinning threads to cores would override that, which
-/// a library sharing the machine should not do.
-fn run_blocks<R: Send>(
-    pool: &rayon::ThreadPool,
-    n_blocks: usize,
-    f: impl Fn(usize) -> R + Sync,
-) -> Vec<R> {
+fn run_blocks<R: Send>(pool: &Pool, n_blocks: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<R>>> = (0..n_blocks).map(|_| Mutex::new(None)).collect();
     let work = || loop {
@@ -115,8 +200,9 @@ fn run_blocks<R: Send>(
         let r = f(b);
         *results[b].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
     };
-    pool.in_place_scope(|scope| {
-        for _ in 0..pool.current_num_threads().min(n_blocks - 1) {
+    pool.workers.steer_from_caller();
+    pool.threads.in_place_scope(|scope| {
+        for _ in 0..pool.threads.current_num_threads().min(n_blocks - 1) {
             scope.spawn(|_| work());
         }
         work();
