@@ -98,9 +98,10 @@ fn pool() -> Option<Arc<Pool>> {
 ///
 /// Why: on the 2-core VM this was measured on, after the pool idled about 0.1 s (a Python
 /// caller doing other work), the kernel placed the woken worker on the caller's own core for
-/// several calls in a row, the other core standing idle (a halted vCPU counts as preempted, so
-/// the scheduler passes it over): 262144 x 10 cross-entropy 1.5 -> 3 ms a call, one core's
-/// speed, and inside the benchmark's interleaved runs most samples of the large rows ran so.
+/// several calls in a row, the other core standing idle (presumably because a halted vCPU
+/// reads as preempted, which the scheduler's search for an idle core passes over): 262144 x 10
+/// cross-entropy 1.5 -> 3 ms a call, one core's speed; 2048 x 32768 after 0.1 s idle 17-31 ms
+/// a call, 16.5-17.4 steered.
 /// Before waking them, each call therefore restricts the workers to the cores the caller may
 /// use except its current one (a syscall per worker, only when the caller has moved since the
 /// last call). The workers may still move among those cores; with one core allowed, or off
@@ -201,8 +202,12 @@ fn run_blocks<R: Send>(pool: &Pool, n_blocks: usize, f: impl Fn(usize) -> R + Sy
         *results[b].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
     };
     pool.workers.steer_from_caller();
+    let helpers = pool
+        .threads
+        .current_num_threads()
+        .min(n_blocks.saturating_sub(1));
     pool.threads.in_place_scope(|scope| {
-        for _ in 0..pool.threads.current_num_threads().min(n_blocks - 1) {
+        for _ in 0..helpers {
             scope.spawn(|_| work());
         }
         work();
