@@ -343,9 +343,10 @@ fn loss_result(total: Total) -> LossResult {
     (total.sum(), total.weight())
 }
 
-/// Class-index targets arrive as int64; probability targets as floats like the input.
-fn is_index_target<E: numpy::Element>(target: &Bound<'_, PyAny>) -> bool {
-    target.cast::<PyArray1<i64>>().is_ok() && target.cast::<PyArrayDyn<E>>().is_err()
+/// Class-index targets arrive as a 1-D int64 array (never the dtype of the input: that is a
+/// float); probability targets as floats like the input.
+fn index_target<'a, 'py>(target: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyArray1<i64>>> {
+    target.cast::<PyArray1<i64>>().ok()
 }
 
 // ---------------------------------------------------------------- softmax family
@@ -489,13 +490,10 @@ fn kl_divergence(
 
 /// Class-index targets: a contiguous int64 array with one entry per row.
 fn index_targets<'py>(
-    target: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyArray1<i64>>,
     n_rows: usize,
 ) -> BindResult<PyReadonlyArray1<'py, i64>> {
-    let t = target
-        .cast::<PyArray1<i64>>()
-        .map_err(|_| BindError::Type("target: class indices must be a 1-D int64 array".into()))?
-        .readonly();
+    let t = target.readonly();
     // `as_slice` also needs aligned elements.
     if t.len() != n_rows || t.as_slice().is_err() {
         return Err(BindError::Value(format!(
@@ -565,8 +563,8 @@ where
     let rows = Rows::new(xv, axis);
     let kernel_error = |e| BindError::Kernel(e, batch.clone());
     let grad = grad_rows.as_ref().map(|rows| GradOut { rows, mean });
-    let total = if is_index_target::<E>(target) {
-        let t = index_targets(target, n_rows)?;
+    let total = if let Some(t) = index_target(target) {
+        let t = index_targets(t, n_rows)?;
         let targets = t.as_slice().expect("checked contiguous");
         detach_unless_small(py, n_rows * n_classes, || {
             losses::cross_entropy_index(isa(), &rows, targets, options, out_slice, grad)
@@ -665,20 +663,18 @@ fn cross_entropy_common<'py>(
     if !weight.is_none() || !(axis == -1 || axis == 1) || !exact_array(logits) {
         return Ok(None);
     }
-    if !exact_array(target) || target.cast::<PyArray1<i64>>().is_err() {
+    if !exact_array(target) || index_target(target).is_none() {
         return Ok(None);
     }
-    let logits = logits.cast::<PyUntypedArray>()?;
-    if logits.ndim() != 2 || logits.len() == 0 {
+    let untyped = logits.cast::<PyUntypedArray>()?;
+    if untyped.ndim() != 2 || untyped.len() == 0 {
         return Ok(None);
     }
     let smoothing = label_smoothing.value();
-    let dtype = logits.dtype();
-    if dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
-        let x = logits.cast::<PyArrayDyn<f32>>()?;
+    // Each typed cast compares dtypes (NumPy's cast machinery, tens of ns): once per type.
+    if let Ok(x) = logits.cast::<PyArrayDyn<f32>>() {
         common_loss(x, target, ignore_index, smoothing, mean)
-    } else if dtype.is_equiv_to(&numpy::dtype::<f64>(py)) {
-        let x = logits.cast::<PyArrayDyn<f64>>()?;
+    } else if let Ok(x) = logits.cast::<PyArrayDyn<f64>>() {
         common_loss(x, target, ignore_index, smoothing, mean)
     } else {
         Ok(None)
@@ -760,8 +756,8 @@ where
     let mut out = LossOutput::<E::Compute>::new(out, n_rows, true)?;
     let out_slice = out.buffer();
     let rows = Rows::new(xv, axis);
-    let total = if is_index_target::<E>(target) {
-        let t = index_targets(target, n_rows)?;
+    let total = if let Some(t) = index_target(target) {
+        let t = index_targets(t, n_rows)?;
         let targets = t.as_slice().expect("checked contiguous");
         let options = ClassOptions {
             weight,

@@ -10,7 +10,9 @@
 use std::arch::x86_64::*;
 
 use super::real::{exp32, exp64};
-use super::vlog::{F32_LOG1P_REST, SOFTPLUS_LOSS_F32_MAX};
+use super::vlog::{
+    F32_LOG1P_P, F32_LOG1P_REST, F32_MANTISSA, F32_SQRT_HALF_BITS, SOFTPLUS_LOSS_F32_MAX,
+};
 
 /// The first half of `exp(d + lo)` for `d + lo <= 0` (NaN propagates; `lo` is a correction
 /// such as the rounding error of `d`, or a shift's low part, `|lo| <= 8`), finished by
@@ -575,21 +577,103 @@ fn gap_lanes<T: Copy + Into<f64>>(
 /// targets) from the start up to the first chunk outside its domain (some `|x| > 87`, NaN, or
 /// a target outside `[0, 1]`): the losses into `out` and their sums into the lanes `hi` as
 /// `binary::LaneSum` adds a chunk of f32 results. Returns the number of elements done. The same
-/// operations in the same order as the lane code (so the same bits), software-pipelined: each
-/// step starts the next chunk's exponentials beside finishing the current chunk's logarithms
-/// (the loop is bounded by how much of each element's chain the out-of-order window overlaps;
-/// LLVM's vectorisation of the lane loop spilled, and was no faster than the f64 lanes).
+/// operations in the same order as the lane code (so the same bits), in [`pipelined_chunks`]:
+/// the next chunk's exponentials beside the current chunk's logarithms.
 #[target_feature(enable = "avx2,fma")]
 pub fn softplus_losses_f32(
     x: &[f32],
     t: &[f32],
-    mut out: Option<&mut [f32]>,
+    out: Option<&mut [f32]>,
     hi: &mut [f64; 4],
 ) -> usize {
+    let start = |x0, x1, t0, t1| {
+        let inside = _mm256_and_ps(in_softplus_domain(x0, t0), in_softplus_domain(x1, t1));
+        (
+            inside,
+            [softplus_start_f32(x0, t0), softplus_start_f32(x1, t1)],
+        )
+    };
+    let finish = |s: [SoftplusStart; 2], out: Option<&mut [f32]>| {
+        let l = [softplus_finish_f32(s[0]), softplus_finish_f32(s[1])];
+        if let Some(o) = out {
+            store_16(o, l);
+        }
+        [
+            _mm256_cvtps_pd(_mm256_castps256_ps128(l[0])),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l[0])),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(l[1])),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l[1])),
+        ]
+    };
+    pipelined_chunks(x, t, out, hi, start, finish)
+}
+
+/// The unweighted losses from f32 probabilities `p` with f32 targets, from the start up to
+/// the first chunk of 16 with a target other than 0 and 1, into `out` and the lanes `hi` as
+/// [`softplus_losses_f32`] gives its losses; returns the number of elements done. Each loss
+/// is `-max(ln p, -100)` or `-max(ln(1 - p), -100)` as the lane code computes it (the same
+/// bits): [`super::vlog::ln_choice_parts`], then `sum_parts` in f64, 8 lanes a register
+/// where LLVM's vectorisation of the lane loop ran 4. The caller has checked that every `p`
+/// is in `[0, 1]` or NaN.
+#[target_feature(enable = "avx2,fma")]
+pub fn binary_prob_losses_f32(
+    p: &[f32],
+    t: &[f32],
+    out: Option<&mut [f32]>,
+    hi: &mut [f64; 4],
+) -> usize {
+    let start = |p0, p1, t0, t1| {
+        let (one, zero) = (_mm256_set1_ps(1.0), _mm256_setzero_ps());
+        let (one0, one1) = (
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(t0, one),
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(t1, one),
+        );
+        let binary = _mm256_and_ps(
+            _mm256_or_ps(one0, _mm256_cmp_ps::<_CMP_EQ_OQ>(t0, zero)),
+            _mm256_or_ps(one1, _mm256_cmp_ps::<_CMP_EQ_OQ>(t1, zero)),
+        );
+        (
+            binary,
+            [
+                log_choice_parts_f32(p0, one0),
+                log_choice_parts_f32(p1, one1),
+            ],
+        )
+    };
+    let finish = |parts: [LogParts; 2], out: Option<&mut [f32]>| {
+        let [l0, l1] = neg_clamped_sum(parts[0]);
+        let [l2, l3] = neg_clamped_sum(parts[1]);
+        if let Some(o) = out {
+            let f32s = |a, b| _mm256_set_m128(_mm256_cvtpd_ps(b), _mm256_cvtpd_ps(a));
+            store_16(o, [f32s(l0, l1), f32s(l2, l3)]);
+        }
+        [l0, l1, l2, l3]
+    };
+    pipelined_chunks(p, t, out, hi, start, finish)
+}
+
+/// The loop of the f32 binary losses over the chunks of 16 of `x` and `t`, software-pipelined:
+/// each step starts the next chunk (`start`: from its two vectors of `x` and `t`, the lanes in
+/// the loop's domain and the state that `finish` takes) beside finishing the current one
+/// (`finish`: its losses into `out`, if any, and as 4 quarters in f64), which are added to the
+/// lanes `hi` as `binary::LaneSum` adds a chunk of f32 results. Stops before the first chunk
+/// with a lane outside the domain; returns the number of elements done. (The loops are bounded
+/// by how much of each element's dependent chain the out-of-order window overlaps; LLVM's
+/// vectorisation of the lane code ran 4 lanes, or spilled.)
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pipelined_chunks<S: Copy>(
+    x: &[f32],
+    t: &[f32],
+    mut out: Option<&mut [f32]>,
+    hi: &mut [f64; 4],
+    start: impl Fn(__m256, __m256, __m256, __m256) -> (__m256, S),
+    finish: impl Fn(S, Option<&mut [f32]>) -> [__m256d; 4],
+) -> usize {
     let chunks = x.len().min(t.len()) / 16;
-    // Whether chunk `c` lies in the domain, and its first half (computed either way: plain
+    // Whether chunk `c` lies in the domain, and its started state (computed either way: plain
     // values rather than an Option, which LLVM kept in memory).
-    let start = |c: usize| -> (bool, [SoftplusStart; 2]) {
+    let start_chunk = |c: usize| -> (bool, S) {
         // SAFETY: `c < chunks`, so 16 elements from `16 c` are in both slices.
         let (x0, x1, t0, t1) = unsafe {
             let (xp, tp) = (x.as_ptr().add(16 * c), t.as_ptr().add(16 * c));
@@ -600,16 +684,13 @@ pub fn softplus_losses_f32(
                 _mm256_loadu_ps(tp.add(8)),
             )
         };
-        let inside = _mm256_and_ps(in_softplus_domain(x0, t0), in_softplus_domain(x1, t1));
-        (
-            _mm256_movemask_ps(inside) == 0xFF,
-            [softplus_start_f32(x0, t0), softplus_start_f32(x1, t1)],
-        )
+        let (inside, state) = start(x0, x1, t0, t1);
+        (_mm256_movemask_ps(inside) == 0xFF, state)
     };
     if chunks == 0 {
         return 0;
     }
-    let (inside, mut current) = start(0);
+    let (inside, mut current) = start_chunk(0);
     if !inside {
         return 0;
     }
@@ -617,25 +698,10 @@ pub fn softplus_losses_f32(
     let mut sum = unsafe { _mm256_loadu_pd(hi.as_ptr()) };
     let mut c = 0;
     loop {
-        let (next_inside, next) = start((c + 1).min(chunks - 1));
+        let (next_inside, next) = start_chunk((c + 1).min(chunks - 1));
         let go_on = c + 1 < chunks && next_inside;
-        let l0 = softplus_finish_f32(current[0]);
-        let l1 = softplus_finish_f32(current[1]);
-        if let Some(o) = out.as_deref_mut() {
-            let o = &mut o[16 * c..16 * c + 16];
-            // SAFETY: `o` holds 16 f32.
-            unsafe {
-                _mm256_storeu_ps(o.as_mut_ptr(), l0);
-                _mm256_storeu_ps(o.as_mut_ptr().add(8), l1);
-            }
-        }
-        let quarters = [
-            _mm256_cvtps_pd(_mm256_castps256_ps128(l0)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l0)),
-            _mm256_cvtps_pd(_mm256_castps256_ps128(l1)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(l1)),
-        ];
-        sum = add_chunk(quarters, sum);
+        let o = out.as_deref_mut().map(|o| &mut o[16 * c..16 * c + 16]);
+        sum = add_chunk(finish(current, o), sum);
         c += 1;
         if !go_on {
             break;
@@ -645,6 +711,105 @@ pub fn softplus_losses_f32(
     // SAFETY: `hi` holds 4 f64.
     unsafe { _mm256_storeu_pd(hi.as_mut_ptr(), sum) };
     16 * c
+}
+
+/// The 16 f32 of `v` into `o`, which holds 16.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn store_16(o: &mut [f32], v: [__m256; 2]) {
+    assert_eq!(o.len(), 16);
+    // SAFETY: `o` holds 16 f32.
+    unsafe {
+        _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
+        _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
+    }
+}
+
+/// `ln x = k ln2 + f + tail` of 8 lanes as f32 parts (see [`super::vlog::ln_parts`]).
+#[derive(Clone, Copy)]
+struct LogParts {
+    k: __m256,
+    f: __m256,
+    tail: __m256,
+}
+
+/// [`super::vlog::ln_choice_parts`] of 8 probabilities, operation for operation: the parts of
+/// `ln p` where `one`, else of `ln(1 - p)`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn log_choice_parts_f32(p: __m256, one: __m256) -> LogParts {
+    let p = _mm256_andnot_ps(_mm256_set1_ps(-0.0), p);
+    let arg = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0), p), p, one);
+    let sub = _mm256_cmp_ps::<_CMP_LT_OQ>(arg, _mm256_set1_ps(f32::MIN_POSITIVE));
+    let arg = _mm256_blendv_ps(arg, _mm256_mul_ps(arg, _mm256_set1_ps(16_777_216.0)), sub);
+    // `f32_reduce`: `arg = 2^k (1 + f)` with `1 + f` in `[sqrt(1/2), sqrt(2))`.
+    let ix = _mm256_sub_epi32(
+        _mm256_castps_si256(arg),
+        _mm256_set1_epi32(F32_SQRT_HALF_BITS),
+    );
+    let k = _mm256_cvtepi32_ps(_mm256_srai_epi32::<23>(ix));
+    let m = _mm256_add_epi32(
+        _mm256_and_si256(ix, _mm256_set1_epi32(F32_MANTISSA)),
+        _mm256_set1_epi32(F32_SQRT_HALF_BITS),
+    );
+    let f = _mm256_sub_ps(_mm256_castsi256_ps(m), _mm256_set1_ps(1.0));
+    let k = _mm256_blendv_ps(k, _mm256_sub_ps(k, _mm256_set1_ps(24.0)), sub);
+    // `ln(1 - p)` of `p < 1/2` as `log1p(-p)` or `-ln2 + log1p(1 - 2p)`, both exact arguments.
+    let low = _mm256_andnot_ps(
+        one,
+        _mm256_cmp_ps::<_CMP_LT_OQ>(p, _mm256_set1_ps(0.292_893_2)),
+    );
+    let mid = _mm256_andnot_ps(one, _mm256_cmp_ps::<_CMP_LT_OQ>(p, _mm256_set1_ps(0.5)));
+    let k = _mm256_blendv_ps(
+        _mm256_blendv_ps(k, _mm256_set1_ps(-1.0), mid),
+        _mm256_setzero_ps(),
+        low,
+    );
+    let one_minus_2p = _mm256_sub_ps(_mm256_set1_ps(1.0), _mm256_add_ps(p, p));
+    let f = _mm256_blendv_ps(
+        _mm256_blendv_ps(f, one_minus_2p, mid),
+        _mm256_xor_ps(p, _mm256_set1_ps(-0.0)),
+        low,
+    );
+    // `f32_log1p_tail`: Estrin's scheme, as the chunk loop's.
+    let c = F32_LOG1P_P.map(|c| _mm256_set1_ps(c));
+    let f2 = _mm256_mul_ps(f, f);
+    let f4 = _mm256_mul_ps(f2, f2);
+    let pair = |i: usize| _mm256_fmadd_ps(c[i], f, c[i + 1]);
+    let high = _mm256_fmadd_ps(_mm256_fmadd_ps(c[0], f2, pair(1)), f2, pair(3));
+    let low = _mm256_fmadd_ps(pair(5), f2, pair(7));
+    let q = _mm256_fmadd_ps(high, f4, low);
+    let q = _mm256_fmadd_ps(q, f, _mm256_set1_ps(-0.5));
+    let tail = _mm256_mul_ps(f2, q);
+    // NaN `p` makes the tail NaN.
+    let tail = _mm256_add_ps(tail, _mm256_sub_ps(p, p));
+    LogParts { k, f, tail }
+}
+
+/// `-max(k ln2 + f + tail, -100)` in f64 (two halves), the parts added as
+/// [`super::vlog::sum_parts`] adds them.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn neg_clamped_sum(LogParts { k, f, tail }: LogParts) -> [__m256d; 2] {
+    let half = |v: __m256, upper: bool| {
+        _mm256_cvtps_pd(if upper {
+            _mm256_extractf128_ps::<1>(v)
+        } else {
+            _mm256_castps256_ps128(v)
+        })
+    };
+    [false, true].map(|upper| {
+        let v = _mm256_add_pd(
+            _mm256_add_pd(
+                _mm256_mul_pd(half(k, upper), _mm256_set1_pd(std::f64::consts::LN_2)),
+                half(f, upper),
+            ),
+            half(tail, upper),
+        );
+        // maxpd returns its second operand when either is NaN: NaN passes.
+        let clamped = _mm256_max_pd(_mm256_set1_pd(-100.0), v);
+        _mm256_xor_pd(clamped, _mm256_set1_pd(-0.0))
+    })
 }
 
 /// A chunk's 16 f32 losses (4 quarters of 4 in f64) added to the lanes `hi` as

@@ -13,8 +13,9 @@
 //!   AVX2 a hand-pipelined loop, `avx2::softplus_losses_f32`);
 //! - probabilities: `ln p` and `ln(1 - p)` (only the one the target needs where a chunk's
 //!   targets are all 0 or 1), f64 input in f64 ([`VLog`], [`ln_choice`], within an ulp), f32
-//!   input as f32 parts added in f64 ([`ln_prob_parts`], [`ln_choice_parts`], within 0.32
-//!   f32 eps).
+//!   input as f32 parts added in f64 ([`ln_prob_parts`], [`ln_choice_parts`], within 0.34
+//!   f32 eps; unweighted f32 with f32 binary targets under AVX2 by a loop of its own,
+//!   `avx2::binary_prob_losses_f32`, 8 lanes a register).
 //!
 //! The per-element losses are summed in f64 lanes with Knuth's TwoSum (for f32 results, plain
 //! f64 additions: each rounds by 2^-53, so a block's sum is within 2^-39 of its magnitudes'
@@ -408,8 +409,8 @@ fn segment_losses<
     let full = n - n % W;
     let mut c = 0;
     while c < full {
-        if LOGITS && !HAS_W && !HAS_PW {
-            c += f32_logit_run::<X, G, FMA>(s, c..full, out.as_deref_mut(), &mut sum);
+        if !HAS_W && !HAS_PW {
+            c += f32_run::<X, G, FMA, LOGITS>(s, c..full, out.as_deref_mut(), &mut sum);
             if c == full {
                 break;
             }
@@ -453,13 +454,15 @@ fn segment_losses<
     *total = sum;
 }
 
-/// Under AVX2, the unweighted f32 losses from logits of the chunks in `range` up to the first
-/// chunk outside [`softplus_loss_f32`]'s domain, added to `sum` (and written to `out`) as the
-/// chunk loop would (the same bits), software-pipelined across chunks
-/// (`avx2::softplus_losses_f32`); returns the number of elements done (0 for other types, or
-/// without AVX2: the chunk loop does them).
+/// Under AVX2, the unweighted losses of f32 inputs and f32 targets of the chunks in `range`,
+/// added to `sum` (and written to `out`) as the chunk loop would (the same bits), by a loop
+/// written for them: from logits (`LOGITS`) up to the first chunk outside
+/// [`softplus_loss_f32`]'s domain (`avx2::softplus_losses_f32`, software-pipelined across
+/// chunks), from probabilities up to the first chunk with a target other than 0 and 1
+/// (`avx2::binary_prob_losses_f32`). Returns the number of elements done (0 for other types,
+/// or without AVX2: the chunk loop does them).
 #[inline(always)]
-fn f32_logit_run<X: Lane, G: Real, const FMA: bool>(
+fn f32_run<X: Lane, G: Real, const FMA: bool, const LOGITS: bool>(
     s: &Segment<'_, X, G>,
     range: Range<usize>,
     out: Option<&mut [X]>,
@@ -471,7 +474,13 @@ fn f32_logit_run<X: Lane, G: Real, const FMA: bool>(
             let out = out.and_then(|o| same_type_mut::<X, f32>(&mut o[range.clone()]));
             let (x, t) = (&x[range.clone()], &t[range]);
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { super::avx2::softplus_losses_f32(x, t, out, &mut sum.hi) };
+            return unsafe {
+                if LOGITS {
+                    super::avx2::softplus_losses_f32(x, t, out, &mut sum.hi)
+                } else {
+                    super::avx2::binary_prob_losses_f32(x, t, out, &mut sum.hi)
+                }
+            };
         }
     }
     let _ = (s, range, out, sum);
@@ -792,21 +801,25 @@ mod tests {
         }
     }
 
-    /// The chunk loop's losses from logits and lane sums of one segment (16-element chunks
-    /// only).
-    struct ChunkLoop<'a>(&'a [f32], &'a [f32]);
+    /// The chunk loop's losses and lane sums of one segment (16-element chunks only), from
+    /// logits or (`.2 == false`) from probabilities.
+    struct ChunkLoop<'a>(&'a [f32], &'a [f32], bool);
 
     impl SimdTask for ChunkLoop<'_> {
         type Output = (Vec<f64>, LaneSum);
         #[inline(always)]
         fn run<const FMA: bool>(self) -> Self::Output {
-            let ChunkLoop(x, t) = self;
+            let ChunkLoop(x, t, logits) = self;
             let mut sum = LaneSum::new();
             let mut all = Vec::new();
             for (xc, tc) in x.chunks_exact(W).zip(t.chunks_exact(W)) {
                 let (xc, tc): (&[f32; W], &[f32; W]) =
                     (xc.try_into().unwrap(), tc.try_into().unwrap());
-                let loss = logits_chunk::<f32, f32, FMA, false, false>(xc, tc, tc, tc);
+                let loss = if logits {
+                    logits_chunk::<f32, f32, FMA, false, false>(xc, tc, tc, tc)
+                } else {
+                    probs_chunk::<f32, f32, FMA, false>(xc, tc, tc)
+                };
                 sum.add(&loss, true);
                 all.extend(loss);
             }
@@ -814,11 +827,32 @@ mod tests {
         }
     }
 
-    /// The hand-written AVX2 loop gives the chunk loop's bits (losses and lane sums), and
+    /// A hand-written AVX2 loss loop (`avx2::softplus_losses_f32` and its twin).
+    #[cfg(target_arch = "x86_64")]
+    type Avx2Loop = unsafe fn(&[f32], &[f32], Option<&mut [f32]>, &mut [f64; 4]) -> usize;
+
+    /// Runs a hand-written AVX2 loss loop over `x` and `t` against the chunk loop: the same
+    /// bits (losses and lane sums) when every chunk is in its domain.
+    #[cfg(target_arch = "x86_64")]
+    fn assert_matches_chunk_loop(x: &[f32], t: &[f32], logits: bool, avx2_loop: Avx2Loop) {
+        let (expected, sum) = dispatch(Isa::detect(), ChunkLoop(x, t, logits));
+        let mut out = vec![0.0f32; x.len()];
+        let mut hi = [0.0; 4];
+        // SAFETY: the CPU has AVX2 and FMA (the callers checked Isa::detect).
+        let done = unsafe { avx2_loop(x, t, Some(&mut out), &mut hi) };
+        assert_eq!(done, x.len());
+        for (i, (&o, &e)) in out.iter().zip(&expected).enumerate() {
+            assert_eq!(o.to_bits(), (e as f32).to_bits(), "{i}: {} {}", x[i], t[i]);
+        }
+        assert_eq!(format!("{hi:?}"), format!("{:?}", sum.hi));
+        assert_eq!(sum.lo, [0.0; 4]);
+    }
+
+    /// The hand-written AVX2 loop of the losses from logits gives the chunk loop's bits, and
     /// stops at the first chunk outside its domain.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx2_loop_matches_the_chunk_loop() {
+    fn avx2_logits_loop_matches_the_chunk_loop() {
         use super::super::avx2::softplus_losses_f32;
         if Isa::detect() == Isa::Portable {
             return;
@@ -828,26 +862,57 @@ mod tests {
         let x: Vec<f32> = (0..n).map(|i| (u(i, 1) - 0.5) * 60.0).collect();
         let hard: Vec<f32> = (0..n).map(|i| (u(i, 3) < 0.5) as u8 as f32).collect();
         let soft: Vec<f32> = (0..n).map(|i| u(i, 4)).collect();
-        let run = |t: &[f32], out: &mut [f32]| {
-            let mut hi = [0.0; 4];
-            // SAFETY: the CPU has AVX2 and FMA (Isa::detect said so).
-            let done = unsafe { softplus_losses_f32(&x, t, Some(out), &mut hi) };
-            (done, hi)
-        };
         for t in [&hard, &soft] {
-            let (expected, sum) = dispatch(Isa::detect(), ChunkLoop(&x, t));
-            let mut out = vec![0.0f32; n];
-            let (done, hi) = run(t, &mut out);
-            assert_eq!(done, n);
-            for (i, (&o, &e)) in out.iter().zip(&expected).enumerate() {
-                assert_eq!(o.to_bits(), (e as f32).to_bits(), "{i}: {}", x[i]);
-            }
-            assert_eq!(format!("{hi:?}"), format!("{:?}", sum.hi));
-            assert_eq!(sum.lo, [0.0; 4]);
+            assert_matches_chunk_loop(&x, t, true, softplus_losses_f32);
         }
         let mut t = hard.clone();
         t[100] = 1.5;
-        let (done, _) = run(&t, &mut vec![0.0f32; n]);
+        // SAFETY: the CPU has AVX2 and FMA (Isa::detect said so).
+        let done = unsafe { softplus_losses_f32(&x, &t, None, &mut [0.0; 4]) };
+        assert_eq!(done, 96);
+    }
+
+    /// Likewise the loop of the losses from probabilities with binary targets, over every
+    /// branch of the logarithm (0, subnormals, either side of 0.2929 and 1/2, 1, NaN, -0), and
+    /// it stops at the first chunk with a target other than 0 and 1.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_probs_loop_matches_the_chunk_loop() {
+        use super::super::avx2::binary_prob_losses_f32;
+        if Isa::detect() == Isa::Portable {
+            return;
+        }
+        let n = 8192;
+        let u = |i: usize, m: usize| ((i * 7919 + m * 104_729) % 10_007) as f32 / 10_007.0;
+        let special = [
+            0.0,
+            -0.0,
+            1.0,
+            f32::NAN,
+            1e-40,
+            f32::MIN_POSITIVE,
+            1e-30,
+            0.292_893_2,
+            0.292_893_3,
+            0.5,
+            0.499_999_97,
+            1.0 - f32::EPSILON / 2.0,
+            1e-8,
+        ];
+        let p: Vec<f32> = (0..n)
+            .map(|i| match i % 64 {
+                k if k < special.len() => special[k],
+                k if k < 32 => u(i, 1),
+                k if k < 48 => 1.0 - u(i, 2) * 1e-4,
+                _ => u(i, 5) * 1e-5,
+            })
+            .collect();
+        let t: Vec<f32> = (0..n).map(|i| (u(i, 3) < 0.5) as u8 as f32).collect();
+        assert_matches_chunk_loop(&p, &t, false, binary_prob_losses_f32);
+        let mut soft = t.clone();
+        soft[100] = 0.25;
+        // SAFETY: the CPU has AVX2 and FMA (Isa::detect said so).
+        let done = unsafe { binary_prob_losses_f32(&p, &soft, None, &mut [0.0; 4]) };
         assert_eq!(done, 96);
     }
 

@@ -8,9 +8,9 @@
 //! `f - (f²/2 - s (f²/2 + R(s²)))` with `s = f / (2 + f)`.
 //!
 //! Measured worst errors (every f32 input: `cargo test --release -- --ignored --nocapture`;
-//! f64 on 2^20-sample spreads, against mpmath): f32 `vln` 0.92 ulp, `vln_1p` 0.995, `vln_1m`
-//! 0.90; the f32 parts added in f64 ([`ln_parts`], [`ln_prob_parts`], ...) 0.32 f32 eps
-//! relative; f64 `vln` 0.62 ulp and [`log1p_exp_neg`] 0.75 ulp; [`log1p_exp_neg_short`] 0.09
+//! f64 on 2^20-sample spreads, against mpmath): f32 `vln` 0.963 ulp, `vln_1p` 0.991, `vln_1m`
+//! 0.907; the f32 parts added in f64 ([`ln_parts`], [`ln_prob_parts`], ...) 0.338 f32 eps
+//! relative (`P` in Estrin's scheme; Horner's gave 0.92, 0.995, 0.90 and 0.32); f64 `vln` 0.62 ulp and [`log1p_exp_neg`] 0.75 ulp; [`log1p_exp_neg_short`] 0.09
 //! f32 eps relative; the binary loss from a logit all in f32 ([`softplus_loss_f32`]) 0.95 f32
 //! eps relative over every logit of its domain.
 //!
@@ -64,11 +64,11 @@ fn horner<F: Real, const FMA: bool, const N: usize>(x: F, c: &[F; N]) -> F {
 const F32_LN2_HI: f32 = 0.693_359_4; // 9 significant bits: k * F32_LN2_HI is exact
 const F32_LN2_LO: f32 = -2.121_944_4e-4;
 /// Bits of sqrt(1/2) (rounded down): mantissas are reduced to `[sqrt(1/2), sqrt(2))`.
-const F32_SQRT_HALF_BITS: i32 = 0x3F35_04F3;
-const F32_MANTISSA: i32 = 0x007F_FFFF;
+pub(super) const F32_SQRT_HALF_BITS: i32 = 0x3F35_04F3;
+pub(super) const F32_MANTISSA: i32 = 0x007F_FFFF;
 /// `P` of `log1p(f) = f - f²/2 + f³ P(f)`, near-minimax on `[-0.2929, 0.5]` (|error| 6e-8,
 /// at most 0.16 eps relative in the logarithm).
-const F32_LOG1P_P: [f32; 9] = [
+pub(super) const F32_LOG1P_P: [f32; 9] = [
     0.052_179_06,
     -0.106_184_915,
     0.119_500_04,
@@ -80,11 +80,20 @@ const F32_LOG1P_P: [f32; 9] = [
     0.333_333_3,
 ];
 
-/// `log1p(f) - f = f²(-1/2 + f P(f))` for `f` in `[sqrt(1/2) - 1, 1/2]`.
+/// `log1p(f) - f = f²(-1/2 + f P(f))` for `f` in `[sqrt(1/2) - 1, 1/2]`, `P` in Estrin's
+/// scheme (five fused steps deep instead of Horner's eight: the loops that take one logarithm
+/// an element are bounded by how much of this chain the out-of-order window overlaps;
+/// `avx2::log_choice_parts_f32` computes the same operations).
 #[inline(always)]
 fn f32_log1p_tail<const FMA: bool>(f: f32) -> f32 {
-    let q = horner::<f32, FMA, 9>(f, &F32_LOG1P_P).mul_add_if::<FMA>(f, -0.5);
-    (f * f) * q
+    let c = &F32_LOG1P_P;
+    let (f2, pair) = (f * f, |i: usize| c[i].mul_add_if::<FMA>(f, c[i + 1]));
+    let high = c[0]
+        .mul_add_if::<FMA>(f2, pair(1))
+        .mul_add_if::<FMA>(f2, pair(3));
+    let low = pair(5).mul_add_if::<FMA>(f2, pair(7));
+    let p = high.mul_add_if::<FMA>(f2 * f2, low);
+    f2 * p.mul_add_if::<FMA>(f, -0.5)
 }
 
 /// `x = 2^k m` with `m` in `[sqrt(1/2), sqrt(2))` for a positive normal `x`: `(k, m - 1)`.
@@ -115,7 +124,7 @@ fn f32_combine<const FMA: bool>(k: f32, f: f32, tail: f32) -> f32 {
 }
 
 /// `ln(x) = k ln2 + f + tail` for an f32 `x`, as parts to be added in higher precision (f64:
-/// then within 0.32 f32 eps relative): `k` an integer, `f` exact, `tail` small against `f`. Special
+/// then within 0.34 f32 eps relative): `k` an integer, `f` exact, `tail` small against `f`. Special
 /// values (see [`VLog::vln`]) come as `(0, 0, ln(x))`.
 #[inline(always)]
 pub fn ln_parts<const FMA: bool>(x: f32) -> (f32, f32, f32) {
