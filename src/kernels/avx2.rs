@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::real::{exp32, exp64};
+use super::real::{exp32, exp64, Ahead};
 use super::vlog::{
     F32_LOG1P_P, F32_LOG1P_REST, F32_MANTISSA, F32_SQRT_HALF_BITS, SOFTPLUS_LOSS_F32_MAX,
 };
@@ -233,6 +233,78 @@ impl ExpStart<__m256d> {
     }
 }
 
+/// `(smallest, largest)` element of `x`, NaN skipped, `(inf, -inf)` for none: the values of
+/// `simd::extremes` (of two zeros either may come out). `minps(v, acc)` returns `acc` where
+/// `v` is NaN, and the accumulators never hold one.
+#[target_feature(enable = "avx2,fma")]
+pub fn extremes_f32(x: &[f32]) -> (f32, f32) {
+    let mut low = [_mm256_set1_ps(f32::INFINITY); 2];
+    let mut high = [_mm256_set1_ps(f32::NEG_INFINITY); 2];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for k in 0..2 {
+            // SAFETY: `c` holds 16 f32, so 8 from `8 k` for `k < 2`.
+            let v = unsafe { _mm256_loadu_ps(c[8 * k..].as_ptr()) };
+            low[k] = _mm256_min_ps(v, low[k]);
+            high[k] = _mm256_max_ps(v, high[k]);
+        }
+    }
+    let mut lows = [0.0f32; 8];
+    let mut highs = [0.0f32; 8];
+    // SAFETY: each array holds 8 f32.
+    unsafe {
+        _mm256_storeu_ps(lows.as_mut_ptr(), _mm256_min_ps(low[0], low[1]));
+        _mm256_storeu_ps(highs.as_mut_ptr(), _mm256_max_ps(high[0], high[1]));
+    }
+    let smaller = |a: f32, b: f32| if b < a { b } else { a };
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let rest = chunks.remainder();
+    (
+        lows.into_iter()
+            .chain(rest.iter().copied())
+            .fold(f32::INFINITY, smaller),
+        highs
+            .into_iter()
+            .chain(rest.iter().copied())
+            .fold(f32::NEG_INFINITY, larger),
+    )
+}
+
+/// f64 twin of [`extremes_f32`].
+#[target_feature(enable = "avx2,fma")]
+pub fn extremes_f64(x: &[f64]) -> (f64, f64) {
+    let mut low = [_mm256_set1_pd(f64::INFINITY); 2];
+    let mut high = [_mm256_set1_pd(f64::NEG_INFINITY); 2];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..2 {
+            // SAFETY: `c` holds 8 f64, so 4 from `4 k` for `k < 2`.
+            let v = unsafe { _mm256_loadu_pd(c[4 * k..].as_ptr()) };
+            low[k] = _mm256_min_pd(v, low[k]);
+            high[k] = _mm256_max_pd(v, high[k]);
+        }
+    }
+    let mut lows = [0.0f64; 4];
+    let mut highs = [0.0f64; 4];
+    // SAFETY: each array holds 4 f64.
+    unsafe {
+        _mm256_storeu_pd(lows.as_mut_ptr(), _mm256_min_pd(low[0], low[1]));
+        _mm256_storeu_pd(highs.as_mut_ptr(), _mm256_max_pd(high[0], high[1]));
+    }
+    let smaller = |a: f64, b: f64| if b < a { b } else { a };
+    let larger = |a: f64, b: f64| if b > a { b } else { a };
+    let rest = chunks.remainder();
+    (
+        lows.into_iter()
+            .chain(rest.iter().copied())
+            .fold(f64::INFINITY, smaller),
+        highs
+            .into_iter()
+            .chain(rest.iter().copied())
+            .fold(f64::NEG_INFINITY, larger),
+    )
+}
+
 /// TwoSum's rounding error of `d = x - m`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -309,19 +381,24 @@ pub(super) fn start_term_f64<const IN_RANGE: bool, const WITHIN_MAX: bool>(
 /// of each grows with the terms it adds. `lowest` is the smallest element (NaN aside), or
 /// anything lower: where all of `x` is within 87 of `m`, the exponential's clamps are left out,
 /// and where also `-m <= lowest` (so every `|x| <= m`), the rounding error of `x - m` takes
-/// FastTwoSum's two operations (together 0.45 to 0.36 ns an element in L1).
+/// FastTwoSum's two operations (together 0.45 to 0.36 ns an element in L1). Prefetches as many
+/// bytes from `ahead` as `x` has meanwhile.
 #[target_feature(enable = "avx2,fma")]
-pub fn sum_exp_f32(x: &[f32], m: f32, lowest: f32) -> (f32, f32) {
+pub fn sum_exp_f32(x: &[f32], m: f32, lowest: f32, ahead: Ahead) -> (f32, f32) {
     match (lowest - m >= -87.0, lowest >= -m) {
-        (true, true) => sum_exp_f32_with::<true, true>(x, m),
-        (true, false) => sum_exp_f32_with::<true, false>(x, m),
-        (false, _) => sum_exp_f32_with::<false, false>(x, m),
+        (true, true) => sum_exp_f32_with::<true, true>(x, m, ahead),
+        (true, false) => sum_exp_f32_with::<true, false>(x, m, ahead),
+        (false, _) => sum_exp_f32_with::<false, false>(x, m, ahead),
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(x: &[f32], m: f32) -> (f32, f32) {
+fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
+    x: &[f32],
+    m: f32,
+    ahead: Ahead,
+) -> (f32, f32) {
     let vm = _mm256_set1_ps(m);
     let mut rest = [_mm256_setzero_ps(); 2];
     let mut count = [_mm256_setzero_si256(); 2];
@@ -329,12 +406,10 @@ fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(x: &[f32], m: 
     // of the 16 before (none, at first).
     let mut started = [ExpStart::zero_f32(); 2];
     let mut chunks = x.chunks_exact(16);
-    let mut ahead = x.as_ptr_range().end;
+    let mut ahead = ahead.start.cast::<f32>();
     for c in &mut chunks {
-        // The 64 bytes as far past the end of `x` as `c` is into it: the elements after `x`
-        // (the row's next block, or the next row) reach the cache while these exponentials
-        // are computed, so the caller's max pass over them does not wait on memory. A prefetch
-        // never faults, wherever it points.
+        // The 64 bytes as far past `ahead` as `c` is into `x`: usually the elements after `x`
+        // (`Ahead::after`), the row's next block or the next row.
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         ahead = ahead.wrapping_add(16);
         // SAFETY: `c` holds 16 f32.
@@ -373,25 +448,29 @@ fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(x: &[f32], m: 
 /// f64 twin of [`sum_exp_f32`] (four registers of partial sums; the clamps left out within
 /// 708 of `m`).
 #[target_feature(enable = "avx2,fma")]
-pub fn sum_exp_f64(x: &[f64], m: f64, lowest: f64) -> (f64, f64) {
+pub fn sum_exp_f64(x: &[f64], m: f64, lowest: f64, ahead: Ahead) -> (f64, f64) {
     match (lowest - m >= -708.0, lowest >= -m) {
-        (true, true) => sum_exp_f64_with::<true, true>(x, m),
-        (true, false) => sum_exp_f64_with::<true, false>(x, m),
-        (false, _) => sum_exp_f64_with::<false, false>(x, m),
+        (true, true) => sum_exp_f64_with::<true, true>(x, m, ahead),
+        (true, false) => sum_exp_f64_with::<true, false>(x, m, ahead),
+        (false, _) => sum_exp_f64_with::<false, false>(x, m, ahead),
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(x: &[f64], m: f64) -> (f64, f64) {
+fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
+    x: &[f64],
+    m: f64,
+    ahead: Ahead,
+) -> (f64, f64) {
     let vm = _mm256_set1_pd(m);
     let mut rest = [_mm256_setzero_pd(); 4];
     let mut count = [_mm256_setzero_si256(); 4];
     let mut started = [ExpStart::zero_f64(); 4];
     let mut chunks = x.chunks_exact(16);
-    let mut ahead = x.as_ptr_range().end;
+    let mut ahead = ahead.start.cast::<f64>();
     for c in &mut chunks {
-        // As in `sum_exp_f32`: the 128 bytes as far past the end of `x`.
+        // As in `sum_exp_f32`: the 128 bytes as far past `ahead`.
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(8).cast());
         ahead = ahead.wrapping_add(16);

@@ -12,7 +12,8 @@ use super::rows::{Rows, RowsMut};
 use super::short_rows::{self, ShortRows};
 use super::simd::{soft_target_sum, weighted_gap_sum, Isa};
 use super::softmax::{
-    max_sum, run_rows, run_rows_in_blocks, softmax_from_stats, split_row_stats, MaxSum, RowKernel,
+    max_sum, max_sum_prefetching, run_rows, run_rows_in_blocks, softmax_from_stats,
+    split_row_stats, MaxSum, RowKernel,
 };
 use super::vlog::VLog;
 use std::ops::Range;
@@ -255,7 +256,7 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             let row = self.x.row(r, &mut scratch);
             let full = match self.stats {
                 Some(all) => all[r],
-                None => max_sum::<E::Compute, FMA>(row),
+                None => max_sum_prefetching::<E::Compute, FMA>(row, self.x.stored_bytes(r + 1)),
             };
             let nll = target_nll::<E::Compute, FMA>(full, row[t]);
             let w_t = self.options.weight_of(t);

@@ -44,7 +44,8 @@ pub trait Real:
     /// hand-written AVX2 loop where the CPU has it and `FMA` asks for it, else
     /// [`simd::sum_exp_lanes`]. `lowest` is the smallest element (NaN aside) or anything
     /// lower; a close one lets the AVX2 loop leave out the clamps of far arguments.
-    fn sum_exp<const FMA: bool>(x: &[Self], m: Self, lowest: Self) -> (Self, Self);
+    /// The AVX2 loop prefetches `ahead` while it computes.
+    fn sum_exp<const FMA: bool>(x: &[Self], m: Self, lowest: Self, ahead: Ahead) -> (Self, Self);
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
     /// The lane sums of [`simd::weighted_gap_sum`], likewise (else
@@ -63,6 +64,32 @@ pub trait Real:
         let b_round = b_virtual - b;
         let a_round = a - a_virtual;
         a_round + b_round
+    }
+}
+
+/// Where an exponential loop prefetches while it computes (it is compute-bound, so what the
+/// caller reads next reaches the cache meanwhile instead of being waited for): as many bytes
+/// from `start` as the loop's input has. A prefetch never faults, wherever it points, so this
+/// is a plain address.
+#[derive(Clone, Copy, Debug)]
+pub struct Ahead {
+    pub(super) start: *const u8,
+}
+
+impl Ahead {
+    /// Right after `x`: a row's next block, or the next row.
+    pub fn after<T>(x: &[T]) -> Self {
+        Ahead {
+            start: x.as_ptr_range().end.cast(),
+        }
+    }
+
+    /// The part of `bytes` that elements `k..` of `n` stand for, in proportion.
+    pub fn within(bytes: &std::ops::Range<*const u8>, k: usize, n: usize) -> Self {
+        let len = (bytes.end as usize).saturating_sub(bytes.start as usize);
+        Ahead {
+            start: bytes.start.wrapping_add(len * k / n.max(1)),
+        }
     }
 }
 
@@ -118,13 +145,13 @@ pub(super) mod exp64 {
 macro_rules! exp_loops {
     ($t:ty, $sum:ident, $write:ident, $gap:ident) => {
         #[inline(always)]
-        fn sum_exp<const FMA: bool>(x: &[$t], m: $t, lowest: $t) -> ($t, $t) {
+        fn sum_exp<const FMA: bool>(x: &[$t], m: $t, lowest: $t, ahead: Ahead) -> ($t, $t) {
             #[cfg(target_arch = "x86_64")]
             if FMA && simd::avx2_fma_available() {
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { avx2::$sum(x, m, lowest) };
+                return unsafe { avx2::$sum(x, m, lowest, ahead) };
             }
-            let _ = lowest;
+            let _ = (lowest, ahead);
             simd::sum_exp_lanes::<$t, FMA>(x, m)
         }
         #[inline(always)]

@@ -176,6 +176,18 @@ impl<'a, T: Element> Rows<'a, T> {
         self.segment(row, 0..self.len, scratch)
     }
 
+    /// The memory of row `row` as stored, when [`Rows::row`] would convert it from contiguous
+    /// elements of another type (what to prefetch before that conversion); else `None` (no
+    /// such row, elements strided, or stored in the compute type).
+    pub fn stored_bytes(&self, row: usize) -> Option<std::ops::Range<*const u8>> {
+        let native = T::as_compute(&[]).is_some();
+        if row >= self.n_rows || !(self.stride == 1 || self.len == 1) || native {
+            return None;
+        }
+        let start = self.start(row);
+        Some(start.cast()..start.wrapping_add(self.len).cast())
+    }
+
     /// Rows `rows` as one slice of the storage type, row after row, when the array lays them
     /// out so (rows contiguous and consecutive, e.g. the last axis of a C-order array); else
     /// `None`.

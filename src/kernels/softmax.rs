@@ -3,10 +3,10 @@
 
 use super::binary::same_type;
 use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
-use super::real::{CompensatedSum, Element, Real};
+use super::real::{Ahead, CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::short_rows;
-use super::simd::{dispatch, exp_sub, extremes, write_log_softmax, Isa, SimdTask};
+use super::simd::{dispatch, exp_sub, extremes_of, write_log_softmax, Isa, SimdTask};
 use super::vlog::VLog;
 use std::ops::Range;
 
@@ -113,14 +113,33 @@ impl<F: Real> MaxSum<F> {
 }
 
 /// The statistics of a slice: blocks of `ROW_BLOCK` elements, each read twice from L1 (max,
-/// then the sum of exponentials relative to it), merged in f64.
+/// then the sum of exponentials relative to it, which prefetches the next block), merged in
+/// f64.
 #[inline(always)]
 pub fn max_sum<F: Real, const FMA: bool>(x: &[F]) -> MaxSum<F> {
+    max_sum_prefetching::<F, FMA>(x, None)
+}
+
+/// [`max_sum`] of a row converted from its stored type (`x` a copy in the compute type),
+/// prefetching `next_stored`, the next row as stored, instead of what follows each block of
+/// the copy: the conversion of the next row then reads the cache, not memory (the exponential
+/// loops are compute-bound; the conversion alone is not).
+#[inline(always)]
+pub fn max_sum_prefetching<F: Real, const FMA: bool>(
+    x: &[F],
+    next_stored: Option<Range<*const u8>>,
+) -> MaxSum<F> {
     let mut acc = MaxSum::EMPTY;
-    for block in x.chunks(ROW_BLOCK) {
-        let (lowest, m) = extremes(block);
+    for (b, block) in x.chunks(ROW_BLOCK).enumerate() {
+        let (lowest, m) = extremes_of::<F, FMA>(block);
         let part = if m.is_finite() {
-            let (count, rest) = F::sum_exp::<FMA>(block, m, lowest);
+            // A converted row is wider than its stored bytes: their parts overlap (a second
+            // prefetch of a line in the cache costs one load).
+            let ahead = match &next_stored {
+                Some(bytes) => Ahead::within(bytes, b * ROW_BLOCK, x.len()),
+                None => Ahead::after(block),
+            };
+            let (count, rest) = F::sum_exp::<FMA>(block, m, lowest, ahead);
             MaxSum {
                 max: m,
                 count: count.to_f64(),
@@ -550,7 +569,10 @@ impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
         for (r, o) in rows.zip(out) {
             let stats = match self.stats {
                 Some(all) => all[r],
-                None => max_sum::<E::Compute, FMA>(self.x.row(r, &mut scratch)),
+                None => {
+                    let next = self.x.stored_bytes(r + 1);
+                    max_sum_prefetching::<E::Compute, FMA>(self.x.row(r, &mut scratch), next)
+                }
             };
             *o = E::Compute::from_f64(stats.log_sum_exp());
         }
