@@ -688,12 +688,12 @@ pub fn softplus_losses_f32(
 }
 
 /// The unweighted losses from f32 probabilities `p` with f32 targets, from the start up to
-/// the first chunk of 16 with a target other than 0 and 1, into `out` and the lanes `hi` as
+/// the first chunk of 16 with a target other than 0 and 1 or a probability outside `[0, 1]`
+/// (NaN is inside: its loss is NaN), into `out` and the lanes `hi` as
 /// [`softplus_losses_f32`] gives its losses; returns the number of elements done. Each loss
 /// is `-max(ln p, -100)` or `-max(ln(1 - p), -100)` as the lane code computes it (the same
 /// bits): [`super::vlog::ln_choice_parts`], then `sum_parts` in f64, 8 lanes a register
-/// where LLVM's vectorisation of the lane loop ran 4. The caller has checked that every `p`
-/// is in `[0, 1]` or NaN.
+/// where LLVM's vectorisation of the lane loop ran 4.
 #[target_feature(enable = "avx2,fma")]
 pub fn binary_prob_losses_f32(
     p: &[f32],
@@ -711,8 +711,15 @@ pub fn binary_prob_losses_f32(
             _mm256_or_ps(one0, _mm256_cmp_ps::<_CMP_EQ_OQ>(t0, zero)),
             _mm256_or_ps(one1, _mm256_cmp_ps::<_CMP_EQ_OQ>(t1, zero)),
         );
+        // Neither below 0 nor above 1 (true for NaN).
+        let in_range = |p| {
+            _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_NLT_UQ>(p, zero),
+                _mm256_cmp_ps::<_CMP_NGT_UQ>(p, one),
+            )
+        };
         (
-            binary,
+            _mm256_and_ps(binary, _mm256_and_ps(in_range(p0), in_range(p1))),
             [
                 log_choice_parts_f32(p0, one0),
                 log_choice_parts_f32(p1, one1),

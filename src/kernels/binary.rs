@@ -387,7 +387,8 @@ fn padded<T: Copy>(s: &[T], fill: T) -> [T; W] {
     a
 }
 
-/// The losses of a segment into `sum` (and `out`).
+/// The losses of a segment into `sum` (and `out`); returns how many elements the written-out
+/// f32 loops did (see [`f32_run`]).
 #[inline(always)]
 fn segment_losses<
     X: Lane,
@@ -400,9 +401,10 @@ fn segment_losses<
     s: &Segment<'_, X, G>,
     mut out: Option<&mut [X]>,
     total: &mut LaneSum,
-) {
+) -> usize {
     // A local copy, so that the accumulators stay in registers.
     let mut sum = *total;
+    let mut by_run = 0;
     // f32 results: plain f64 sums (see `LaneSum::add`).
     let plain = std::mem::size_of::<X>() == 4;
     let n = s.x.len();
@@ -410,7 +412,9 @@ fn segment_losses<
     let mut c = 0;
     while c < full {
         if !HAS_W && !HAS_PW {
-            c += f32_run::<X, G, FMA, LOGITS>(s, c..full, out.as_deref_mut(), &mut sum);
+            let done = f32_run::<X, G, FMA, LOGITS>(s, c..full, out.as_deref_mut(), &mut sum);
+            by_run += done;
+            c += done;
             if c == full {
                 break;
             }
@@ -452,14 +456,15 @@ fn segment_losses<
         sum.add(&loss, plain);
     }
     *total = sum;
+    by_run
 }
 
 /// Under AVX2, the unweighted losses of f32 inputs and f32 targets of the chunks in `range`,
 /// added to `sum` (and written to `out`) as the chunk loop would (the same bits), by a loop
 /// written for them: from logits (`LOGITS`) up to the first chunk outside
 /// [`softplus_loss_f32`]'s domain (`avx2::softplus_losses_f32`, software-pipelined across
-/// chunks), from probabilities up to the first chunk with a target other than 0 and 1
-/// (`avx2::binary_prob_losses_f32`). Returns the number of elements done (0 for other types,
+/// chunks), from probabilities up to the first chunk with a target other than 0 and 1 or a
+/// probability outside [0, 1] (`avx2::binary_prob_losses_f32`). Returns the number of elements done (0 for other types,
 /// or without AVX2: the chunk loop does them).
 #[inline(always)]
 fn f32_run<X: Lane, G: Real, const FMA: bool, const LOGITS: bool>(
@@ -567,25 +572,31 @@ fn segment_kind<X: Lane, G: Real, const FMA: bool>(
     };
     match (kind, w.is_some(), pw.is_some()) {
         (Binary::Probs, has_w, _) => {
-            if any_out_of_range::<X, FMA>(x) {
-                return Err(out_of_range_error(x, first));
-            }
-            if has_w {
+            let by_run = if has_w {
                 segment_losses::<X, G, FMA, false, true, false>(&s, out, sum)
             } else {
                 segment_losses::<X, G, FMA, false, false, false>(&s, out, sum)
+            };
+            // Checked after the losses: the written-out f32 loop checks what it computes (a
+            // pass of its own cost 0.3 ns an element, the segment's first read from memory),
+            // and the lane loops' values from a probability outside [0, 1] (NaN, or finite
+            // garbage: the code is branch-free) go with the error.
+            if by_run < x.len() && any_out_of_range::<X, FMA>(x) {
+                return Err(out_of_range_error(x, first));
             }
         }
         (Binary::Logits, false, false) => {
-            segment_losses::<X, G, FMA, true, false, false>(&s, out, sum)
+            segment_losses::<X, G, FMA, true, false, false>(&s, out, sum);
         }
         (Binary::Logits, true, false) => {
-            segment_losses::<X, G, FMA, true, true, false>(&s, out, sum)
+            segment_losses::<X, G, FMA, true, true, false>(&s, out, sum);
         }
         (Binary::Logits, false, true) => {
-            segment_losses::<X, G, FMA, true, false, true>(&s, out, sum)
+            segment_losses::<X, G, FMA, true, false, true>(&s, out, sum);
         }
-        (Binary::Logits, true, true) => segment_losses::<X, G, FMA, true, true, true>(&s, out, sum),
+        (Binary::Logits, true, true) => {
+            segment_losses::<X, G, FMA, true, true, true>(&s, out, sum);
+        }
     }
     Ok(())
 }
@@ -874,7 +885,8 @@ mod tests {
 
     /// Likewise the loop of the losses from probabilities with binary targets, over every
     /// branch of the logarithm (0, subnormals, either side of 0.2929 and 1/2, 1, NaN, -0), and
-    /// it stops at the first chunk with a target other than 0 and 1.
+    /// it stops at the first chunk with a target other than 0 and 1 or a probability outside
+    /// [0, 1].
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_probs_loop_matches_the_chunk_loop() {
@@ -914,6 +926,13 @@ mod tests {
         // SAFETY: the CPU has AVX2 and FMA (Isa::detect said so).
         let done = unsafe { binary_prob_losses_f32(&p, &soft, None, &mut [0.0; 4]) };
         assert_eq!(done, 96);
+        for bad in [1.5, -1e-30, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut outside = p.clone();
+            outside[200] = bad;
+            // SAFETY: as above.
+            let done = unsafe { binary_prob_losses_f32(&outside, &t, None, &mut [0.0; 4]) };
+            assert_eq!(done, 192, "{bad}");
+        }
     }
 
     #[test]
