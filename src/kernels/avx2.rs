@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::real::{exp32, exp64, Ahead};
+use super::simd::extremes;
 use super::vlog::{
     F32_LOG1P_P, F32_LOG1P_REST, F32_MANTISSA, F32_SQRT_HALF_BITS, SOFTPLUS_LOSS_F32_MAX,
 };
@@ -256,17 +257,11 @@ pub fn extremes_f32(x: &[f32]) -> (f32, f32) {
         _mm256_storeu_ps(lows.as_mut_ptr(), _mm256_min_ps(low[0], low[1]));
         _mm256_storeu_ps(highs.as_mut_ptr(), _mm256_max_ps(high[0], high[1]));
     }
-    let smaller = |a: f32, b: f32| if b < a { b } else { a };
-    let larger = |a: f32, b: f32| if b > a { b } else { a };
-    let rest = chunks.remainder();
+    // Neither side holds NaN (`extremes` skips it).
+    let (rest_low, rest_high) = extremes(chunks.remainder());
     (
-        lows.into_iter()
-            .chain(rest.iter().copied())
-            .fold(f32::INFINITY, smaller),
-        highs
-            .into_iter()
-            .chain(rest.iter().copied())
-            .fold(f32::NEG_INFINITY, larger),
+        extremes(&lows).0.min(rest_low),
+        extremes(&highs).1.max(rest_high),
     )
 }
 
@@ -291,17 +286,11 @@ pub fn extremes_f64(x: &[f64]) -> (f64, f64) {
         _mm256_storeu_pd(lows.as_mut_ptr(), _mm256_min_pd(low[0], low[1]));
         _mm256_storeu_pd(highs.as_mut_ptr(), _mm256_max_pd(high[0], high[1]));
     }
-    let smaller = |a: f64, b: f64| if b < a { b } else { a };
-    let larger = |a: f64, b: f64| if b > a { b } else { a };
-    let rest = chunks.remainder();
+    // Neither side holds NaN (`extremes` skips it).
+    let (rest_low, rest_high) = extremes(chunks.remainder());
     (
-        lows.into_iter()
-            .chain(rest.iter().copied())
-            .fold(f64::INFINITY, smaller),
-        highs
-            .into_iter()
-            .chain(rest.iter().copied())
-            .fold(f64::NEG_INFINITY, larger),
+        extremes(&lows).0.min(rest_low),
+        extremes(&highs).1.max(rest_high),
     )
 }
 
