@@ -374,19 +374,89 @@ pub(super) fn start_term_f64<const IN_RANGE: bool, const WITHIN_MAX: bool>(
 /// bytes from `ahead` as `x` has meanwhile.
 #[target_feature(enable = "avx2,fma")]
 pub fn sum_exp_f32(x: &[f32], m: f32, lowest: f32, ahead: Ahead) -> (f32, f32) {
+    let general = |part: &[f32], vm, count: &mut _| {
+        start_term_f32::<false, false>(load_partial_f32(part), vm, count)
+    };
     match (lowest - m >= -87.0, lowest >= -m) {
-        (true, true) => sum_exp_f32_with::<true, true>(x, m, ahead),
-        (true, false) => sum_exp_f32_with::<true, false>(x, m, ahead),
-        (false, _) => sum_exp_f32_with::<false, false>(x, m, ahead),
+        (true, true) => sum_exp_f32_by(
+            x,
+            m,
+            ahead,
+            |v, vm, c| start_term_f32::<true, true>(v, vm, c),
+            general,
+        ),
+        (true, false) => sum_exp_f32_by(
+            x,
+            m,
+            ahead,
+            |v, vm, c| start_term_f32::<true, false>(v, vm, c),
+            general,
+        ),
+        (false, _) => sum_exp_f32_by(
+            x,
+            m,
+            ahead,
+            |v, vm, c| start_term_f32::<false, false>(v, vm, c),
+            general,
+        ),
     }
 }
 
+/// `Σ exp(x)` over the elements of `x` other than `m`, as `(count of elements equal to m, sum
+/// of the rest)`, for every `x` (NaN aside, which makes the sum NaN) within `Real::UNSHIFTED`
+/// and at most 4096 of them: no shift, so no rounding error of `x - m` to carry, and no
+/// clamps (every term is a normal number, the sum finite). Four operations an element fewer
+/// than [`sum_exp_f32`].
+#[target_feature(enable = "avx2,fma")]
+pub fn sum_exp_unshifted_f32(x: &[f32], m: f32, ahead: Ahead) -> (f32, f32) {
+    debug_assert!(x.len() <= 4096);
+    let tail = |part: &[f32], vm, count: &mut _| {
+        let within = lanes_below_f32(part.len());
+        // SAFETY: the mask only enables lanes below `part.len()`; the others load as 0.
+        let v = unsafe { _mm256_maskload_ps(part.as_ptr(), within) };
+        start_unshifted_f32(v, vm, count, _mm256_castsi256_ps(within))
+    };
+    let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    sum_exp_f32_by(
+        x,
+        m,
+        ahead,
+        |v, vm, count| start_unshifted_f32(v, vm, count, all),
+        tail,
+    )
+}
+
+/// The first half of one vector of [`sum_exp_unshifted_f32`]: `exp(v)` started where `within`
+/// is set, finishing as 0 where `v == m` (which adds 1 to `count` instead) or `within` is not.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
+fn start_unshifted_f32(
+    v: __m256,
+    vm: __m256,
+    count: &mut __m256i,
+    within: __m256,
+) -> ExpStart<__m256> {
+    let is_max = _mm256_and_ps(within, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, vm));
+    *count = _mm256_sub_epi32(*count, _mm256_castps_si256(is_max));
+    let (t, r) = reduce_f32(v, v, exp32::SHIFT + 127.0);
+    let pow2k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+    ExpStart {
+        r,
+        scale: _mm256_and_ps(within, pow2k),
+    }
+    .masked_f32(is_max)
+}
+
+/// The loop of [`sum_exp_f32`] and [`sum_exp_unshifted_f32`], `start` beginning the terms of a
+/// whole vector and `start_tail` those of the last, partial one.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sum_exp_f32_by(
     x: &[f32],
     m: f32,
     ahead: Ahead,
+    start: impl Fn(__m256, __m256, &mut __m256i) -> ExpStart<__m256>,
+    start_tail: impl Fn(&[f32], __m256, &mut __m256i) -> ExpStart<__m256>,
 ) -> (f32, f32) {
     let vm = _mm256_set1_ps(m);
     let mut rest = [_mm256_setzero_ps(); 2];
@@ -408,10 +478,7 @@ fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
                 _mm256_loadu_ps(c[8..].as_ptr()),
             )
         };
-        let next = [
-            start_term_f32::<IN_RANGE, WITHIN_MAX>(v0, vm, &mut count[0]),
-            start_term_f32::<IN_RANGE, WITHIN_MAX>(v1, vm, &mut count[1]),
-        ];
+        let next = [start(v0, vm, &mut count[0]), start(v1, vm, &mut count[1])];
         for (r, s) in rest.iter_mut().zip(started) {
             *r = _mm256_add_ps(*r, exp_f32_finish(s));
         }
@@ -420,11 +487,9 @@ fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
     for (r, s) in rest.iter_mut().zip(started) {
         *r = _mm256_add_ps(*r, exp_f32_finish(s));
     }
-    // The tail, through masked loads with -inf in the lanes past the end (exp gives 0).
     let tail = chunks.remainder();
     for (j, part) in tail.chunks(8).enumerate() {
-        let v = load_partial_f32(part);
-        let s = start_term_f32::<false, false>(v, vm, &mut count[j]);
+        let s = start_tail(part, vm, &mut count[j]);
         rest[j] = _mm256_add_ps(rest[j], exp_f32_finish(s));
     }
     let count = _mm256_cvtepi32_ps(_mm256_add_epi32(count[0], count[1]));
@@ -975,9 +1040,7 @@ fn softplus_finish_f32(start: SoftplusStart) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn load_partial_f32(part: &[f32]) -> __m256 {
-    debug_assert!(part.len() <= 8);
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(part.len() as i32), lane);
+    let mask = lanes_below_f32(part.len());
     // SAFETY: the mask only enables lanes below `part.len()`.
     let v = unsafe { _mm256_maskload_ps(part.as_ptr(), mask) };
     _mm256_blendv_ps(
@@ -985,6 +1048,15 @@ fn load_partial_f32(part: &[f32]) -> __m256 {
         v,
         _mm256_castsi256_ps(mask),
     )
+}
+
+/// All bits set in the 32-bit lanes below `len` (at most 8), none in the others.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lanes_below_f32(len: usize) -> __m256i {
+    debug_assert!(len <= 8);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), lane)
 }
 
 /// f64 twin of [`load_partial_f32`] (up to 4 values).

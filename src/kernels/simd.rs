@@ -176,39 +176,41 @@ fn fold_lanes<F: Real>(mut acc: [F; LANES]) -> F {
     acc[0]
 }
 
-/// `sum(exp(x - m))` for a finite `m = max(x)`, as `(count, rest)`: the number of elements
-/// equal to `m` (each exactly `exp(0) = 1`) and the sum over the others, so that a tiny `rest`
-/// is not rounded against the 1 of the maximum. NaN elements make `rest` NaN.
+/// `sum(exp(x - shift))` as `(count, rest)`: the number of elements equal to `m` (a finite
+/// `max(x)`) and the sum over the others, so that a tiny `rest` is not rounded against the
+/// maxima. `shift` is `m` (each maximum is exactly `exp(0) = 1`), or 0 for `x` within
+/// `F::UNSHIFTED` ([`Real::sum_exp_unshifted`]). NaN elements make `rest` NaN.
 #[inline(always)]
-pub fn sum_exp_lanes<F: Real, const FMA: bool>(x: &[F], m: F) -> (F, F) {
+pub fn sum_exp_lanes<F: Real, const FMA: bool>(x: &[F], m: F, shift: F) -> (F, F) {
     let mut count = [F::ZERO; LANES];
     let mut rest = [F::ZERO; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
-        accumulate_exp::<F, FMA>(c, m, &mut count, &mut rest);
+        accumulate_exp::<F, FMA>(c, m, shift, &mut count, &mut rest);
     }
     let tail = chunks.remainder();
     if !tail.is_empty() {
         // Pad the tail with -inf (exp gives 0) so it runs through the same vector code.
         let mut pad = [F::NEG_INFINITY; LANES];
         pad[..tail.len()].copy_from_slice(tail);
-        accumulate_exp::<F, FMA>(&pad, m, &mut count, &mut rest);
+        accumulate_exp::<F, FMA>(&pad, m, shift, &mut count, &mut rest);
     }
     (fold_lanes(count), fold_lanes(rest))
 }
 
-/// One vector step of [`sum_exp`] (a function, not a closure, so that it is generated inside
-/// the caller's `target_feature` context).
+/// One vector step of [`sum_exp_lanes`] (a function, not a closure, so that it is generated
+/// inside the caller's `target_feature` context).
 #[inline(always)]
 fn accumulate_exp<F: Real, const FMA: bool>(
     c: &[F],
     m: F,
+    shift: F,
     count: &mut [F; LANES],
     rest: &mut [F; LANES],
 ) {
     for j in 0..LANES {
         let is_max = c[j] == m;
-        let e = exp_sub::<F, FMA>(c[j], m, F::ZERO);
+        let e = exp_sub::<F, FMA>(c[j], shift, F::ZERO);
         rest[j] = rest[j] + if is_max { F::ZERO } else { e };
         count[j] = count[j] + if is_max { F::ONE } else { F::ZERO };
     }
@@ -692,6 +694,70 @@ mod tests {
             }
         }
         worst
+    }
+
+    /// `exp(x)` for each `x` as [`Real::sum_exp_unshifted`] sums it: in the whole-vector loop
+    /// (15 copies of the maximum 80 beside `x`, which add nothing) and in the tail (`x` alone).
+    struct UnshiftedTerms<'a>(&'a [f32], &'a mut [f32], &'a mut [f32]);
+    impl SimdTask for UnshiftedTerms<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            let mut block = [80.0f32; 16];
+            for ((&x, whole), tail) in self.0.iter().zip(self.1).zip(self.2) {
+                block[7] = x;
+                let (count, sum) = f32::sum_exp_unshifted::<FMA>(&block, 80.0, Ahead::after(&[x]));
+                assert_eq!(count, if x == 80.0 { 16.0 } else { 15.0 });
+                *whole = sum;
+                *tail = f32::sum_exp_unshifted::<FMA>(&block[7..8], 80.0, Ahead::after(&[x])).1;
+            }
+        }
+    }
+
+    /// Worst relative error (in f32 eps) of the unshifted exponential terms over the f32 in
+    /// `f32::UNSHIFTED` whose bit patterns are every `step`-th, for every instruction set.
+    fn unshifted_error_over_inputs(step: usize) -> f64 {
+        let (low, high) = f32::UNSHIFTED.unwrap();
+        // Bit patterns ascend with the value for non-negative floats, descend for negative.
+        let negative = (0x8000_0000u32..=low.to_bits()).step_by(step);
+        let positive = (0u32..=high.to_bits()).step_by(step);
+        let inputs: Vec<f32> = negative.chain(positive).map(f32::from_bits).collect();
+        let mut worst = 0.0f64;
+        let (mut whole, mut tail) = (vec![0.0f32; 1 << 20], vec![0.0f32; 1 << 20]);
+        for isa in [Isa::Portable, Isa::detect()] {
+            for chunk in inputs.chunks(1 << 20) {
+                let n = chunk.len();
+                dispatch(isa, UnshiftedTerms(chunk, &mut whole[..n], &mut tail[..n]));
+                for ((&x, &a), &b) in chunk.iter().zip(&whole).zip(&tail) {
+                    let exact = if x == 80.0 { 0.0 } else { (x as f64).exp() };
+                    for got in [a, b] {
+                        let err = if exact == 0.0 {
+                            got as f64
+                        } else {
+                            (got as f64 - exact) / exact
+                        };
+                        worst = worst.max(err.abs() / f32::EPSILON as f64);
+                    }
+                }
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn unshifted_terms_are_accurate_on_a_sample() {
+        let worst = unshifted_error_over_inputs(4099);
+        assert!(worst < 1.0, "worst error {worst} eps");
+    }
+
+    /// Every f32 in `f32::UNSHIFTED` (about 2^31 inputs, each instruction set):
+    /// `cargo test --release -- --ignored unshifted_terms_are_accurate_on_every_input`.
+    #[test]
+    #[ignore = "exhaustive: about 7 minutes in release mode"]
+    fn unshifted_terms_are_accurate_on_every_input() {
+        let worst = unshifted_error_over_inputs(1);
+        println!("worst unshifted exp error over f32::UNSHIFTED: {worst} eps");
+        assert!(worst < 1.0, "worst error {worst} eps");
     }
 
     #[test]

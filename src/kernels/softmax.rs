@@ -130,21 +130,29 @@ pub fn max_sum_prefetching<F: Real, const FMA: bool>(
     next_stored: Option<Range<*const u8>>,
 ) -> MaxSum<F> {
     let mut acc = MaxSum::EMPTY;
+    let mut unshifted = Unshifted::EMPTY;
+    // Rows short enough for the batched path keep its shifted sums: the same bits either way.
+    let unshifted_range = F::UNSHIFTED.filter(|_| !is_short(x.len()));
     for (b, block) in x.chunks(ROW_BLOCK).enumerate() {
         let (lowest, m) = extremes_of::<F, FMA>(block);
-        let part = if m.is_finite() {
-            // A converted row is wider than its stored bytes: their parts overlap (a second
-            // prefetch of a line in the cache costs one load).
-            let ahead = match &next_stored {
-                Some(bytes) => Ahead::within(bytes, b * ROW_BLOCK, x.len()),
-                None => Ahead::after(block),
-            };
+        // A converted row is wider than its stored bytes: their parts overlap (a second
+        // prefetch of a line in the cache costs one load).
+        let ahead = match &next_stored {
+            Some(bytes) => Ahead::within(bytes, b * ROW_BLOCK, x.len()),
+            None => Ahead::after(block),
+        };
+        // `lowest <= m` leaves out a block of NaN only (`(inf, -inf)`).
+        let unshifted_block =
+            unshifted_range.is_some_and(|(low, high)| low <= lowest && lowest <= m && m <= high);
+        if unshifted_block {
+            unshifted.add::<FMA>(block, m, ahead);
+        } else if m.is_finite() {
             let (count, rest) = F::sum_exp::<FMA>(block, m, lowest, ahead);
-            MaxSum {
+            acc = acc.merge(MaxSum {
                 max: m,
                 count: count.to_f64(),
                 rest: rest.to_f64(),
-            }
+            });
         } else {
             // Only infinities and NaN (or an infinite maximum): the rare exact path.
             let mf = m.to_f64();
@@ -154,15 +162,57 @@ pub fn max_sum_prefetching<F: Real, const FMA: bool>(
                 .filter(|&&v| v != m)
                 .map(|&v| (v.to_f64() - mf).exp())
                 .sum();
-            MaxSum {
+            acc = acc.merge(MaxSum {
                 max: m,
                 count,
                 rest,
-            }
-        };
-        acc = acc.merge(part);
+            });
+        }
     }
-    acc
+    acc.merge(unshifted.stats())
+}
+
+/// The statistics of blocks whose elements all lie within [`Real::UNSHIFTED`], gathered
+/// without a shift: `Σ exp(x)` itself over the elements other than the largest so far,
+/// `max` (the exponentials of the maxima it replaces are added once, as it grows). One
+/// scaling by `exp(-max)` at the end instead of one for each block.
+struct Unshifted<F> {
+    max: F,
+    count: f64,
+    sum: f64,
+}
+
+impl<F: Real> Unshifted<F> {
+    const EMPTY: Self = Unshifted {
+        max: F::NEG_INFINITY,
+        count: 0.0,
+        sum: 0.0,
+    };
+
+    /// Adds a block whose largest element is `m`.
+    #[inline(always)]
+    fn add<const FMA: bool>(&mut self, block: &[F], m: F, ahead: Ahead) {
+        if m > self.max {
+            self.sum += self.count * self.max.to_f64().exp();
+            self.max = m;
+            self.count = 0.0;
+        }
+        let (count, sum) = F::sum_exp_unshifted::<FMA>(block, self.max, ahead);
+        self.count += count.to_f64();
+        self.sum += sum.to_f64();
+    }
+
+    /// As [`MaxSum`] (`EMPTY` for no block).
+    fn stats(&self) -> MaxSum<F> {
+        if self.count == 0.0 {
+            return MaxSum::EMPTY;
+        }
+        MaxSum {
+            max: self.max,
+            count: self.count,
+            rest: self.sum * (-self.max.to_f64()).exp(),
+        }
+    }
 }
 
 /// `log(sum)` as `(hi, lo)` in the compute type, `hi + lo` closer to the f64 value than `hi`.
@@ -757,6 +807,73 @@ mod tests {
             let row = x.index_axis(ndarray::Axis(0), r);
             let exact = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
             assert!((got as f64 - exact).abs() <= exact.abs() * 2.0 * f32::EPSILON as f64);
+        }
+    }
+
+    struct RowStats<'a>(&'a [f32]);
+    impl SimdTask for RowStats<'_> {
+        type Output = MaxSum<f32>;
+        #[inline(always)]
+        fn run<const FMA: bool>(self) -> MaxSum<f32> {
+            max_sum::<f32, FMA>(self.0)
+        }
+    }
+
+    /// Rows whose blocks take the unshifted sums (`Real::UNSHIFTED`), alone and beside blocks
+    /// that do not: the maximum, the count of maxima and `rest` (to 2 eps, however small)
+    /// against f64, where the maximum grows from block to block (so the maxima it replaces
+    /// move into `rest`), ties across blocks, a lone maximum far above the rest, and NaN.
+    #[test]
+    fn unshifted_blocks_give_the_statistics_of_the_row() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for len in [65usize, 100, 1023, 1024, 1025, 3000, 5000] {
+            let base: Vec<f32> = (0..len).map(|_| (20.0 * next() - 10.0) as f32).collect();
+            let mut cases: Vec<Vec<f32>> = vec![base.clone()];
+            // Growing maxima; a tie across blocks; a lone maximum 40 above the rest.
+            cases.push((0..len).map(|i| i as f32 * 0.01 - 20.0).collect());
+            let mut tie = base.clone();
+            for at in [3, len / 2, len - 1] {
+                tie[at] = 30.0;
+            }
+            cases.push(tie);
+            let mut lone = base.clone();
+            lone[len / 3] = 50.0;
+            cases.push(lone.clone());
+            // Blocks beyond the range beside blocks within it (the shifted sums).
+            for far in [-200.0, 85.0] {
+                let mut mixed = lone.clone();
+                mixed[len - 1] = far;
+                cases.push(mixed);
+            }
+            for x in &cases {
+                let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let count = x.iter().filter(|&&v| v == m).count() as f64;
+                let rest: f64 = x
+                    .iter()
+                    .filter(|&&v| v != m)
+                    .map(|&v| (v as f64 - m as f64).exp())
+                    .sum();
+                for isa in [Isa::Portable, Isa::detect()] {
+                    let got = dispatch(isa, RowStats(x));
+                    assert_eq!((got.max, got.count), (m, count), "{isa:?} {len}");
+                    let err = ((got.rest - rest) / rest).abs() / f32::EPSILON as f64;
+                    assert!(err < 2.0, "{isa:?} {len} {m}: rest off by {err} eps");
+                }
+            }
+            let mut nan = base;
+            nan[len / 2] = f32::NAN;
+            for isa in [Isa::Portable, Isa::detect()] {
+                assert!(
+                    dispatch(isa, RowStats(&nan)).log_sum_exp().is_nan(),
+                    "{isa:?}"
+                );
+            }
         }
     }
 
