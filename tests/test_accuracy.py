@@ -43,27 +43,27 @@ cross_entropy none offset1e4           0.51    0.67     2  rel          -
 cross_entropy none confident           1.25    1.54     2  rel          -
 cross_entropy none two_classes         1.39    1.43     2  rel          -
 cross_entropy none huge_rows           0.21    0.42     2  rel          -
-cross_entropy none confident_wide      0.48    1.88     2  rel          -
+cross_entropy none confident_wide      0.55    1.88     2  rel          -
 cross_entropy mean plain               0.42    0.52     1  rel          -
 cross_entropy mean weighted_ignore     0.38    0.48     1  rel          -
 cross_entropy sum plain                0.42    0.52     1  rel          -
 cross_entropy sum weighted_ignore      0.39    0.21     1  rel          -
-log_softmax normal3                    0.88    0.93     2  max(1,|v|)   -
+log_softmax normal3                    0.89    0.93     2  max(1,|v|)   -
 log_softmax normal30                   1.00    1.16     2  max(1,|v|)   -
 log_softmax offset1e4                  0.76    0.79     2  max(1,|v|)   -
 log_softmax confident                  0.41    0.74     2  max(1,|v|)   -
 log_softmax two_classes                0.99    1.00     2  max(1,|v|)   -
 log_softmax huge_rows                  0.79    0.84     2  max(1,|v|)   -
 log_softmax confident_wide             0.57    0.97     2  max(1,|v|)   -
-log_softmax near_zero                  0.98    0.94     2  max(1,|v|)   -
-softmax normal3                        0.90    2.39     4  rel          -
+log_softmax near_zero                  1.10    0.94     2  max(1,|v|)   -
+softmax normal3                        1.07    2.39     4  rel          -
 softmax normal30                       0.78    1.42     4  rel          -
 softmax offset1e4                      1.33    3.46     4  rel          -
 softmax confident                      0.71    0.77     4  rel          -
 softmax two_classes                    0.79    0.93     4  rel          -
 softmax huge_rows                      0.82    2.38     4  rel          -
-softmax confident_wide                 0.82    2.31     4  rel          -
-softmax near_zero                      1.62    3.10     4  rel          -
+softmax confident_wide                 0.90    2.31     4  rel          -
+softmax near_zero                      1.89    3.10     4  rel          -
 logsumexp normal3                      0.27    0.38     2  max(1,|m|+L) -
 logsumexp normal30                     0.49    0.40     2  max(1,|m|+L) -
 logsumexp offset1e4                    0.41    0.41     2  max(1,|m|+L) -
@@ -71,7 +71,7 @@ logsumexp confident                    0.01    0.37     2  max(1,|m|+L) -
 logsumexp two_classes                  0.55    0.69     2  max(1,|m|+L) -
 logsumexp huge_rows                    0.41    0.23     2  max(1,|m|+L) -
 logsumexp confident_wide               0.31    0.97     2  max(1,|m|+L) -
-logsumexp near_zero                    0.12    0.29     2  max(1,|m|+L) -
+logsumexp near_zero                    0.16    0.29     2  max(1,|m|+L) -
 log_softmax near 0                     1.47    1.70     4  rel          -
 logsumexp near 0                       1.47    1.70     4  rel          -
 entropy wide                           0.47    0.60     2  rel          -
@@ -96,10 +96,10 @@ gradient offset1e4                     0.25    0.63     4  row max      -
 gradient confident                     1.25    1.76     4  row max      -
 gradient two_classes                   1.38    1.70     4  row max      -
 gradient huge_rows                     0.20    0.57     4  row max      -
-gradient confident_wide                0.47    2.23     4  row max      -
+gradient confident_wide                0.82    2.23     4  row max      -
 gradient[target] confident             1.25    1.76     4  rel          -
 gradient[target] two_classes           1.38    1.70     4  rel          -
-gradient[target] confident_wide        0.47    2.23     4  rel          -
+gradient[target] confident_wide        0.82    2.23     4  rel          -
 softmax([0, -d]) exp sampled           0.71    0.85     2  rel          -
 =================================== ======= ======= =====  ============ =======
 
