@@ -1099,7 +1099,7 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::losses::{cross_entropy_index, ClassOptions};
     use super::super::rows::Rows;
     use super::super::simd::Isa;
@@ -1107,9 +1107,10 @@ mod tests {
     use ndarray::Array2;
 
     /// A xorshift generator: uniform in [0, 1).
-    struct Rng(u64);
+    /// Xorshift64: uniform f64 in [0, 1) for the kernels' tests.
+    pub(crate) struct Rng(pub u64);
     impl Rng {
-        fn next(&mut self) -> f64 {
+        pub(crate) fn next(&mut self) -> f64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;

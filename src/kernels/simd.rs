@@ -480,13 +480,8 @@ mod tests {
         if !avx2_fma_available() {
             return;
         }
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = super::super::short_rows::tests::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next();
         let cases = [
             (0.0, 3.0, None),
             (2.5, 1.0, None),

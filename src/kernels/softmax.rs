@@ -825,13 +825,8 @@ mod tests {
     /// move into `rest`), ties across blocks, a lone maximum far above the rest, and NaN.
     #[test]
     fn unshifted_blocks_give_the_statistics_of_the_row() {
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = short_rows::tests::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next();
         for len in [65usize, 100, 1023, 1024, 1025, 3000, 5000] {
             let base: Vec<f32> = (0..len).map(|_| (20.0 * next() - 10.0) as f32).collect();
             let mut cases: Vec<Vec<f32>> = vec![base.clone()];
