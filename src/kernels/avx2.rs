@@ -374,32 +374,29 @@ pub(super) fn start_term_f64<const IN_RANGE: bool, const WITHIN_MAX: bool>(
 /// bytes from `ahead` as `x` has meanwhile.
 #[target_feature(enable = "avx2,fma")]
 pub fn sum_exp_f32(x: &[f32], m: f32, lowest: f32, ahead: Ahead) -> (f32, f32) {
-    let general = |part: &[f32], vm, count: &mut _| {
-        start_term_f32::<false, false>(load_partial_f32(part), vm, count)
-    };
     match (lowest - m >= -87.0, lowest >= -m) {
-        (true, true) => sum_exp_f32_by(
-            x,
-            m,
-            ahead,
-            |v, vm, c| start_term_f32::<true, true>(v, vm, c),
-            general,
-        ),
-        (true, false) => sum_exp_f32_by(
-            x,
-            m,
-            ahead,
-            |v, vm, c| start_term_f32::<true, false>(v, vm, c),
-            general,
-        ),
-        (false, _) => sum_exp_f32_by(
-            x,
-            m,
-            ahead,
-            |v, vm, c| start_term_f32::<false, false>(v, vm, c),
-            general,
-        ),
+        (true, true) => sum_exp_f32_with::<true, true>(x, m, ahead),
+        (true, false) => sum_exp_f32_with::<true, false>(x, m, ahead),
+        (false, _) => sum_exp_f32_with::<false, false>(x, m, ahead),
     }
+}
+
+/// [`sum_exp_f32`] with its shortcuts chosen ([`start_term_f32`]); the tail takes the general
+/// terms (its padding, -inf, is out of range).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
+    x: &[f32],
+    m: f32,
+    ahead: Ahead,
+) -> (f32, f32) {
+    sum_exp_f32_by(
+        x,
+        m,
+        ahead,
+        |v, vm, count| start_term_f32::<IN_RANGE, WITHIN_MAX>(v, vm, count),
+        |part, vm, count| start_term_f32::<false, false>(load_partial_f32(part), vm, count),
+    )
 }
 
 /// `Σ exp(x)` over the elements of `x` other than `m`, as `(count of elements equal to m, sum
