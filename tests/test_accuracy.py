@@ -43,7 +43,7 @@ cross_entropy none offset1e4           0.51    0.67     2  rel          -
 cross_entropy none confident           1.25    1.54     2  rel          -
 cross_entropy none two_classes         1.39    1.43     2  rel          -
 cross_entropy none huge_rows           0.21    0.42     2  rel          -
-cross_entropy none confident_wide      0.55    1.88     2  rel          -
+cross_entropy none confident_wide      0.92    1.88     2  rel          -
 cross_entropy mean plain               0.42    0.52     1  rel          -
 cross_entropy mean weighted_ignore     0.38    0.48     1  rel          -
 cross_entropy sum plain                0.42    0.52     1  rel          -
@@ -54,15 +54,15 @@ log_softmax offset1e4                  0.76    0.79     2  max(1,|v|)   -
 log_softmax confident                  0.41    0.74     2  max(1,|v|)   -
 log_softmax two_classes                0.99    1.00     2  max(1,|v|)   -
 log_softmax huge_rows                  0.79    0.84     2  max(1,|v|)   -
-log_softmax confident_wide             0.57    0.97     2  max(1,|v|)   -
+log_softmax confident_wide             0.76    0.97     2  max(1,|v|)   -
 log_softmax near_zero                  1.10    0.94     2  max(1,|v|)   -
-softmax normal3                        1.07    2.39     4  rel          -
+softmax normal3                        1.21    2.39     4  rel          -
 softmax normal30                       0.78    1.42     4  rel          -
 softmax offset1e4                      1.33    3.46     4  rel          -
 softmax confident                      0.71    0.77     4  rel          -
 softmax two_classes                    0.79    0.93     4  rel          -
-softmax huge_rows                      0.82    2.38     4  rel          -
-softmax confident_wide                 0.90    2.31     4  rel          -
+softmax huge_rows                      1.27    2.38     4  rel          -
+softmax confident_wide                 1.20    2.31     4  rel          -
 softmax near_zero                      1.89    3.10     4  rel          -
 logsumexp normal3                      0.27    0.38     2  max(1,|m|+L) -
 logsumexp normal30                     0.49    0.40     2  max(1,|m|+L) -
@@ -70,7 +70,7 @@ logsumexp offset1e4                    0.41    0.41     2  max(1,|m|+L) -
 logsumexp confident                    0.01    0.37     2  max(1,|m|+L) -
 logsumexp two_classes                  0.55    0.69     2  max(1,|m|+L) -
 logsumexp huge_rows                    0.41    0.23     2  max(1,|m|+L) -
-logsumexp confident_wide               0.31    0.97     2  max(1,|m|+L) -
+logsumexp confident_wide               0.76    0.97     2  max(1,|m|+L) -
 logsumexp near_zero                    0.16    0.29     2  max(1,|m|+L) -
 log_softmax near 0                     1.47    1.70     4  rel          -
 logsumexp near 0                       1.47    1.70     4  rel          -

@@ -403,45 +403,54 @@ fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
 /// of the rest)`, for every `x` (NaN aside, which makes the sum NaN) within `Real::UNSHIFTED`
 /// and at most 4096 of them: no shift, so no rounding error of `x - m` to carry, and no
 /// clamps (every term is a normal number, the sum finite). Four operations an element fewer
-/// than [`sum_exp_f32`].
+/// than [`sum_exp_f32`]. Without `COUNT_MAXIMA`, `m` is ignored: `(0, Σ exp(x))` over all of
+/// `x`, one comparison an element fewer.
 #[target_feature(enable = "avx2,fma")]
-pub fn sum_exp_unshifted_f32(x: &[f32], m: f32, ahead: Ahead) -> (f32, f32) {
+pub fn sum_exp_unshifted_f32<const COUNT_MAXIMA: bool>(
+    x: &[f32],
+    m: f32,
+    ahead: Ahead,
+) -> (f32, f32) {
     debug_assert!(x.len() <= 4096);
     let tail = |part: &[f32], vm, count: &mut _| {
         let within = lanes_below_f32(part.len());
         // SAFETY: the mask only enables lanes below `part.len()`; the others load as 0.
         let v = unsafe { _mm256_maskload_ps(part.as_ptr(), within) };
-        start_unshifted_f32(v, vm, count, _mm256_castsi256_ps(within))
+        start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, _mm256_castsi256_ps(within))
     };
     let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     sum_exp_f32_by(
         x,
         m,
         ahead,
-        |v, vm, count| start_unshifted_f32(v, vm, count, all),
+        |v, vm, count| start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, all),
         tail,
     )
 }
 
 /// The first half of one vector of [`sum_exp_unshifted_f32`]: `exp(v)` started where `within`
-/// is set, finishing as 0 where `v == m` (which adds 1 to `count` instead) or `within` is not.
+/// is set, finishing as 0 where `within` is not or (`COUNT_MAXIMA`) where `v == m`, which adds
+/// 1 to `count` instead.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn start_unshifted_f32(
+fn start_unshifted_f32<const COUNT_MAXIMA: bool>(
     v: __m256,
     vm: __m256,
     count: &mut __m256i,
     within: __m256,
 ) -> ExpStart<__m256> {
-    let is_max = _mm256_and_ps(within, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, vm));
-    *count = _mm256_sub_epi32(*count, _mm256_castps_si256(is_max));
     let (t, r) = reduce_f32(v, v, exp32::SHIFT + 127.0);
     let pow2k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
-    ExpStart {
+    let start = ExpStart {
         r,
         scale: _mm256_and_ps(within, pow2k),
+    };
+    if !COUNT_MAXIMA {
+        return start;
     }
-    .masked_f32(is_max)
+    let is_max = _mm256_and_ps(within, _mm256_cmp_ps::<_CMP_EQ_OQ>(v, vm));
+    *count = _mm256_sub_epi32(*count, _mm256_castps_si256(is_max));
+    start.masked_f32(is_max)
 }
 
 /// The loop of [`sum_exp_f32`] and [`sum_exp_unshifted_f32`], `start` beginning the terms of a

@@ -53,11 +53,16 @@ pub trait Real:
     /// `Σ exp(x)` without a shift, as [`Real::sum_exp`]'s `(count of elements equal to m, sum
     /// of the rest)`, for at most 4096 elements within [`Real::UNSHIFTED`] (NaN aside) and `m`
     /// one of them: the argument is exact, so there is no rounding error of `x - m` to carry
-    /// (in f32 on AVX2, 4 operations an element fewer than `sum_exp`).
+    /// (in f32 on AVX2, 4 operations an element fewer than `sum_exp`). Without `COUNT_MAXIMA`
+    /// the maxima are not set apart: `(0, Σ exp(x))` over all of `x`, `m` ignored.
     #[inline(always)]
-    fn sum_exp_unshifted<const FMA: bool>(x: &[Self], m: Self, ahead: Ahead) -> (Self, Self) {
+    fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
+        x: &[Self],
+        m: Self,
+        ahead: Ahead,
+    ) -> (Self, Self) {
         let _ = ahead;
-        simd::sum_exp_lanes::<Self, FMA>(x, m, Self::ZERO)
+        simd::sum_exp_lanes::<Self, FMA>(x, if COUNT_MAXIMA { m } else { Self::NAN }, Self::ZERO)
     }
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
@@ -213,14 +218,18 @@ impl Real for f32 {
     const UNSHIFTED: Option<(f32, f32)> = Some((-87.0, 80.0));
     exp_loops!(f32, sum_exp_f32, write_exp_sub_f32, gap_lanes_f32);
     #[inline(always)]
-    fn sum_exp_unshifted<const FMA: bool>(x: &[f32], m: f32, ahead: Ahead) -> (f32, f32) {
+    fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
+        x: &[f32],
+        m: f32,
+        ahead: Ahead,
+    ) -> (f32, f32) {
         #[cfg(target_arch = "x86_64")]
         if FMA && simd::avx2_fma_available() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { avx2::sum_exp_unshifted_f32(x, m, ahead) };
+            return unsafe { avx2::sum_exp_unshifted_f32::<COUNT_MAXIMA>(x, m, ahead) };
         }
         let _ = ahead;
-        simd::sum_exp_lanes::<f32, FMA>(x, m, 0.0)
+        simd::sum_exp_lanes::<f32, FMA>(x, if COUNT_MAXIMA { m } else { f32::NAN }, 0.0)
     }
     #[inline(always)]
     fn to_f64(self) -> f64 {

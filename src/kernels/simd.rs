@@ -179,7 +179,8 @@ fn fold_lanes<F: Real>(mut acc: [F; LANES]) -> F {
 /// `sum(exp(x - shift))` as `(count, rest)`: the number of elements equal to `m` (a finite
 /// `max(x)`) and the sum over the others, so that a tiny `rest` is not rounded against the
 /// maxima. `shift` is `m` (each maximum is exactly `exp(0) = 1`), or 0 for `x` within
-/// `F::UNSHIFTED` ([`Real::sum_exp_unshifted`]). NaN elements make `rest` NaN.
+/// `F::UNSHIFTED` ([`Real::sum_exp_unshifted`]). NaN elements make `rest` NaN; a NaN `m` sets
+/// no element apart (`rest` is the whole sum).
 #[inline(always)]
 pub fn sum_exp_lanes<F: Real, const FMA: bool>(x: &[F], m: F, shift: F) -> (F, F) {
     let mut count = [F::ZERO; LANES];
@@ -693,18 +694,26 @@ mod tests {
 
     /// `exp(x)` for each `x` as [`Real::sum_exp_unshifted`] sums it: in the whole-vector loop
     /// (15 copies of the maximum 80 beside `x`, which add nothing) and in the tail (`x` alone).
+    /// The sums that count no maxima take the same terms: 16 copies of `x` sum to 16 of them
+    /// exactly, and `x` alone is the term.
     struct UnshiftedTerms<'a>(&'a [f32], &'a mut [f32], &'a mut [f32]);
     impl SimdTask for UnshiftedTerms<'_> {
         type Output = ();
         #[inline(always)]
         fn run<const FMA: bool>(self) {
             let mut block = [80.0f32; 16];
+            let ahead = Ahead::after(&block);
             for ((&x, whole), tail) in self.0.iter().zip(self.1).zip(self.2) {
                 block[7] = x;
-                let (count, sum) = f32::sum_exp_unshifted::<FMA>(&block, 80.0, Ahead::after(&[x]));
+                let (count, sum) = f32::sum_exp_unshifted::<FMA, true>(&block, 80.0, ahead);
                 assert_eq!(count, if x == 80.0 { 16.0 } else { 15.0 });
                 *whole = sum;
-                *tail = f32::sum_exp_unshifted::<FMA>(&block[7..8], 80.0, Ahead::after(&[x])).1;
+                *tail = f32::sum_exp_unshifted::<FMA, true>(&block[7..8], 80.0, ahead).1;
+                let all_x = [x; 16];
+                let uncounted = f32::sum_exp_unshifted::<FMA, false>(&all_x, x, ahead);
+                let alone = f32::sum_exp_unshifted::<FMA, false>(&all_x[..1], x, ahead);
+                let term = if x == 80.0 { alone.1 } else { *tail };
+                assert_eq!((uncounted, alone), ((0.0, 16.0 * term), (0.0, term)), "{x}");
             }
         }
     }
