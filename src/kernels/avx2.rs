@@ -1095,3 +1095,87 @@ fn horizontal_sum_f64(v: __m256d) -> f64 {
     let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
     _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
 }
+
+/// The plain lane sums of `simd::soft_target_sum` over f32 `x`, targets `t` and weights `w`:
+/// element `i` adds `w_i (t'_i ((m - x_i) + log_sum))` to `hi[i % 16]` and `w_i t'_i` to
+/// `mass[i % 16]` (`t' = keep t + smooth` where `SMOOTHED`, else `t`), with the portable
+/// loop's operations in its order, so the sums are bitwise the same. Written out because LLVM
+/// added the portable loop's sums one lane at a time.
+#[target_feature(enable = "avx2,fma")]
+pub fn soft_lanes_f32(
+    x: &[f32],
+    t: &[f32],
+    w: Option<&[f32]>,
+    constants: (f64, f64, f64, f64),
+) -> ([f64; 16], [f64; 16]) {
+    match (w, (constants.2, constants.3) != (1.0, 0.0)) {
+        (None, false) => soft_lanes_f32_with::<false, false>(x, t, x, constants),
+        (None, true) => soft_lanes_f32_with::<false, true>(x, t, x, constants),
+        (Some(w), false) => soft_lanes_f32_with::<true, false>(x, t, w, constants),
+        (Some(w), true) => soft_lanes_f32_with::<true, true>(x, t, w, constants),
+    }
+}
+
+/// [`soft_lanes_f32`] with its flags chosen (`w` is any slice as long as `x` when not
+/// `WEIGHTED`, unread).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn soft_lanes_f32_with<const WEIGHTED: bool, const SMOOTHED: bool>(
+    x: &[f32],
+    t: &[f32],
+    w: &[f32],
+    (m, log_sum, keep, smooth): (f64, f64, f64, f64),
+) -> ([f64; 16], [f64; 16]) {
+    assert!(t.len() == x.len() && w.len() == x.len());
+    let (vm, vlog, vkeep, vsmooth) = (
+        _mm256_set1_pd(m),
+        _mm256_set1_pd(log_sum),
+        _mm256_set1_pd(keep),
+        _mm256_set1_pd(smooth),
+    );
+    let load = |s: &[f32], i: usize| {
+        let four = &s[i..i + 4];
+        // SAFETY: `four` holds 4 f32.
+        unsafe { _mm256_cvtps_pd(_mm_loadu_ps(four.as_ptr())) }
+    };
+    let (mut hi, mut mass) = ([_mm256_setzero_pd(); 4], [_mm256_setzero_pd(); 4]);
+    let whole = x.len() / 16 * 16;
+    for i in (0..whole).step_by(16) {
+        for k in 0..4 {
+            let at = i + 4 * k;
+            let tv = load(t, at);
+            let tv = if SMOOTHED {
+                _mm256_add_pd(_mm256_mul_pd(vkeep, tv), vsmooth)
+            } else {
+                tv
+            };
+            let gap = _mm256_add_pd(_mm256_sub_pd(vm, load(x, at)), vlog);
+            let term = _mm256_mul_pd(tv, gap);
+            if WEIGHTED {
+                let wv = load(w, at);
+                hi[k] = _mm256_add_pd(hi[k], _mm256_mul_pd(wv, term));
+                mass[k] = _mm256_add_pd(mass[k], _mm256_mul_pd(wv, tv));
+            } else {
+                hi[k] = _mm256_add_pd(hi[k], term);
+                mass[k] = _mm256_add_pd(mass[k], tv);
+            }
+        }
+    }
+    let (mut hi_lanes, mut mass_lanes) = ([0.0f64; 16], [0.0f64; 16]);
+    for k in 0..4 {
+        // SAFETY: each array holds 16 f64, so 4 from `4k` for `k < 4`.
+        unsafe {
+            _mm256_storeu_pd(hi_lanes[4 * k..].as_mut_ptr(), hi[k]);
+            _mm256_storeu_pd(mass_lanes[4 * k..].as_mut_ptr(), mass[k]);
+        }
+    }
+    // The last `len % 16` elements, as the portable loop adds them.
+    for (j, i) in (whole..x.len()).enumerate() {
+        let wi = if WEIGHTED { w[i] as f64 } else { 1.0 };
+        let ti = t[i] as f64;
+        let ti = if SMOOTHED { keep * ti + smooth } else { ti };
+        hi_lanes[j] += wi * (ti * ((m - x[i] as f64) + log_sum));
+        mass_lanes[j] += wi * ti;
+    }
+    (hi_lanes, mass_lanes)
+}

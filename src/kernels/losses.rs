@@ -10,7 +10,7 @@ use super::parallel::rows_per_block;
 use super::real::{CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::short_rows::{self, ShortRows};
-use super::simd::{soft_target_sum, weighted_gap_sum, Isa};
+use super::simd::{extremes_of, soft_target_sum, weighted_gap_sum, Isa};
 use super::softmax::{
     max_sum, max_sum_prefetching, run_rows, run_rows_in_blocks, softmax_from_stats,
     split_row_stats, MaxSum, RowKernel,
@@ -419,14 +419,21 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
         let smooth = eps / n_classes as f64;
         let (mut xs, mut ts, mut gs) = (Vec::new(), Vec::new(), Vec::new());
         let mut total = Total::default();
+        let weights_nonnegative = self
+            .options
+            .weight
+            .is_none_or(|w| extremes_of::<E::Compute, FMA>(w).0 >= E::Compute::ZERO);
         for (r, o) in rows.zip(out) {
             let row = self.x.row(r, &mut xs);
             let target = self.target.row(r, &mut ts);
+            // Terms of one sign: the plain sums of `soft_target_sum` suffice.
+            let nonnegative =
+                weights_nonnegative && extremes_of::<E::Compute, FMA>(target).0 >= E::Compute::ZERO;
             let stats = max_sum::<E::Compute, FMA>(row);
             let (m, log_sum) = (stats.max.to_f64(), stats.log_sum());
             // loss = Σ_c w_c t'_c (lse - x_c) with t' = (1-eps) t + eps/C.
             // Each term w_c t'_c (m - x_c + log_sum) is non-negative: no cancellation.
-            let (loss, mass) = soft_target_sum(
+            let (loss, mass) = soft_target_sum::<_, FMA>(
                 row,
                 target,
                 self.options.weight,
@@ -434,6 +441,7 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
                 log_sum,
                 1.0 - eps,
                 smooth,
+                nonnegative,
             );
             *o = E::Compute::from_f64(loss);
             total.add(loss, 1.0);

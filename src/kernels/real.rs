@@ -30,6 +30,8 @@ pub trait Real:
     const NAN: Self;
     /// SIMD width used for the lane-parallel loops (one 256-bit register).
     const LANES: usize;
+    /// Bits of the significand (24 in f32, 53 in f64).
+    const MANTISSA_DIGITS: u32;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn is_finite(self) -> bool;
@@ -215,6 +217,7 @@ impl Real for f32 {
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
     const NAN: Self = f32::NAN;
     const LANES: usize = 8;
+    const MANTISSA_DIGITS: u32 = f32::MANTISSA_DIGITS;
     const UNSHIFTED: Option<(f32, f32)> = Some((-87.0, 80.0));
     exp_loops!(f32, sum_exp_f32, write_exp_sub_f32, gap_lanes_f32);
     #[inline(always)]
@@ -296,6 +299,7 @@ impl Real for f64 {
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
     const NAN: Self = f64::NAN;
     const LANES: usize = 4;
+    const MANTISSA_DIGITS: u32 = f64::MANTISSA_DIGITS;
     const UNSHIFTED: Option<(f64, f64)> = None;
     exp_loops!(f64, sum_exp_f64, write_exp_sub_f64, gap_lanes_f64);
     #[inline(always)]

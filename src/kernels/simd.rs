@@ -5,6 +5,7 @@
 //! baseline (SSE2) and once inside a `#[target_feature(enable = "avx2,fma")]` wrapper.
 //! [`dispatch`] picks the variant once per block of rows.
 
+use super::binary::same_type;
 use super::real::{CompensatedSum, Real};
 
 /// Lanes of independent accumulators: two AVX registers of f32, four of f64.
@@ -317,15 +318,125 @@ pub(super) fn two_sum_into(hi: &mut f64, lo: &mut f64, term: f64) {
     *hi = s;
 }
 
+/// Lane sums: the loss as `hi + lo` (`lo` 0 unless `COMPENSATED`), and the mass.
+struct SoftLanes {
+    hi: [f64; LANES],
+    lo: [f64; LANES],
+    mass: [f64; LANES],
+}
+/// The lanes over `x`, `target` and (with `WEIGHTED`) `weight`, else weights of 1
+/// (`weight` is then any slice as long as `x`, unread).
+#[inline(always)]
+fn soft_accumulate<F: Real, const WEIGHTED: bool, const COMPENSATED: bool, const SMOOTHED: bool>(
+    x: &[F],
+    target: &[F],
+    weight: &[F],
+    (m, log_sum, keep, smooth): (f64, f64, f64, f64),
+) -> SoftLanes {
+    // Separate arrays, not fields of one struct: LLVM kept the plain sums' vectors whole
+    // only so.
+    let (mut hi, mut lo, mut mass) = ([0.0; LANES], [0.0; LANES], [0.0; LANES]);
+    // Element `(w, t, x)` into lane `j`, `w (t' (gap))` in torch's order (`t' w` alone
+    // may overflow).
+    let mut term = |j: usize, x: F, t: F, w: F| {
+        let w = if WEIGHTED { w.to_f64() } else { 1.0 };
+        let gap = (m - x.to_f64()) + log_sum;
+        let t = if SMOOTHED {
+            keep * t.to_f64() + smooth
+        } else {
+            t.to_f64()
+        };
+        let term = w * (t * gap);
+        if COMPENSATED {
+            two_sum_into(&mut hi[j], &mut lo[j], term);
+        } else {
+            hi[j] += term;
+        }
+        mass[j] += w * t;
+    };
+    let (mut xs, mut ts, mut ws) = (
+        x.chunks_exact(LANES),
+        target.chunks_exact(LANES),
+        weight.chunks_exact(LANES),
+    );
+    for ((xc, tc), wc) in (&mut xs).zip(&mut ts).zip(&mut ws) {
+        for j in 0..LANES {
+            term(j, xc[j], tc[j], wc[j]);
+        }
+    }
+    let tail = xs
+        .remainder()
+        .iter()
+        .zip(ts.remainder())
+        .zip(ws.remainder());
+    for (j, ((&x, &t), &w)) in tail.enumerate() {
+        term(j, x, t, w);
+    }
+    SoftLanes { hi, lo, mass }
+}
+/// [`soft_accumulate`] with its flags chosen. Without label smoothing (`keep` 1, `smooth` 0)
+/// `t'` is `t` itself, two operations fewer (`1 t + 0` is not folded: it turns -0 into +0).
+#[inline(always)]
+fn soft_lanes<F: Real, const COMPENSATED: bool>(
+    x: &[F],
+    target: &[F],
+    weight: Option<&[F]>,
+    constants: (f64, f64, f64, f64),
+) -> SoftLanes {
+    let smoothed = (constants.2, constants.3) != (1.0, 0.0);
+    match (weight, smoothed) {
+        (None, false) => soft_accumulate::<F, false, COMPENSATED, false>(x, target, x, constants),
+        (None, true) => soft_accumulate::<F, false, COMPENSATED, true>(x, target, x, constants),
+        (Some(w), smoothed) => {
+            assert_eq!(w.len(), x.len());
+            if smoothed {
+                soft_accumulate::<F, true, COMPENSATED, true>(x, target, w, constants)
+            } else {
+                soft_accumulate::<F, true, COMPENSATED, false>(x, target, w, constants)
+            }
+        }
+    }
+}
+
+/// [`soft_lanes`], the plain f32 sums by `avx2::soft_lanes_f32` where `FMA` asks for it and
+/// the CPU has AVX2 (the same bits).
+#[inline(always)]
+fn soft_lanes_dispatched<F: Real, const FMA: bool, const COMPENSATED: bool>(
+    x: &[F],
+    target: &[F],
+    weight: Option<&[F]>,
+    constants: (f64, f64, f64, f64),
+) -> SoftLanes {
+    #[cfg(target_arch = "x86_64")]
+    if !COMPENSATED && FMA && avx2_fma_available() {
+        if let (Some(x32), Some(t32)) = (same_type::<F, f32>(x), same_type::<F, f32>(target)) {
+            let w32 = weight.and_then(same_type::<F, f32>);
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            let (hi, mass) = unsafe { super::avx2::soft_lanes_f32(x32, t32, w32, constants) };
+            return SoftLanes {
+                hi,
+                lo: [0.0; LANES],
+                mass,
+            };
+        }
+    }
+    soft_lanes::<F, COMPENSATED>(x, target, weight, constants)
+}
+
 /// The loss of a row with probability targets, `Σ_c w_c (t'_c ((m - x_c) + log_sum))` with
 /// `t'_c = keep * t_c + smooth` (label smoothing), and its mass `Σ_c w_c t'_c` (`w_c = 1`
-/// without weights). Element `i` goes to lane `i % LANES`; each lane keeps the rounding error
-/// of its loss sum (TwoSum), so the result is as accurate as a compensated sum. Sixteen f64
-/// lanes (four AVX registers) keep four independent TwoSum chains in flight: with one register
-/// the loop waited on each addition's latency. No fused multiply-add: every instruction set
-/// gives the same bits.
+/// without weights). Element `i` goes to lane `i % LANES`. Sixteen f64 lanes (four AVX
+/// registers) keep four independent chains in flight: with one register the loop waited on
+/// each addition's latency. No fused multiply-add: every instruction set gives the same bits.
+///
+/// `nonnegative`: no target or weight is below 0 (`keep` and `smooth` never are), so neither
+/// is any term (`m` is the row's maximum, `log_sum >= 0`). Then, in f32 (`F::MANTISSA_DIGITS`
+/// 24), the lanes add the terms plainly: without cancellation the relative error is at most
+/// `len / LANES` f64 eps, far below f32's. Else (and always in f64) each lane keeps the
+/// rounding error of its sum (TwoSum), so the result is as accurate as a compensated sum.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn soft_target_sum<F: Real>(
+pub fn soft_target_sum<F: Real, const FMA: bool>(
     x: &[F],
     target: &[F],
     weight: Option<&[F]>,
@@ -333,69 +444,15 @@ pub fn soft_target_sum<F: Real>(
     log_sum: f64,
     keep: f64,
     smooth: f64,
+    nonnegative: bool,
 ) -> (f64, f64) {
-    /// Lane sums: the loss as `hi + lo`, and the mass.
-    struct Lanes {
-        hi: [f64; LANES],
-        lo: [f64; LANES],
-        mass: [f64; LANES],
-    }
-    impl Lanes {
-        /// Element `(w, t, x)` into lane `j`, `w (t' (gap))` in torch's order (`t' w` alone
-        /// may overflow).
-        #[inline(always)]
-        fn add(&mut self, j: usize, w: f64, t: f64, gap: f64) {
-            two_sum_into(&mut self.hi[j], &mut self.lo[j], w * (t * gap));
-            self.mass[j] += w * t;
-        }
-    }
-    /// The lanes over `x`, `target` and (with `WEIGHTED`) `weight`, else weights of 1
-    /// (`weight` is then any slice as long as `x`, unread).
-    #[inline(always)]
-    fn accumulate<F: Real, const WEIGHTED: bool>(
-        acc: &mut Lanes,
-        x: &[F],
-        target: &[F],
-        weight: &[F],
-        (m, log_sum, keep, smooth): (f64, f64, f64, f64),
-    ) {
-        let term = |acc: &mut Lanes, j: usize, x: F, t: F, w: F| {
-            let w = if WEIGHTED { w.to_f64() } else { 1.0 };
-            acc.add(j, w, keep * t.to_f64() + smooth, (m - x.to_f64()) + log_sum);
-        };
-        let (mut xs, mut ts, mut ws) = (
-            x.chunks_exact(LANES),
-            target.chunks_exact(LANES),
-            weight.chunks_exact(LANES),
-        );
-        for ((xc, tc), wc) in (&mut xs).zip(&mut ts).zip(&mut ws) {
-            for j in 0..LANES {
-                term(acc, j, xc[j], tc[j], wc[j]);
-            }
-        }
-        let tail = xs
-            .remainder()
-            .iter()
-            .zip(ts.remainder())
-            .zip(ws.remainder());
-        for (j, ((&x, &t), &w)) in tail.enumerate() {
-            term(acc, j, x, t, w);
-        }
-    }
     assert_eq!(target.len(), x.len());
-    let mut acc = Lanes {
-        hi: [0.0; LANES],
-        lo: [0.0; LANES],
-        mass: [0.0; LANES],
-    };
     let constants = (m, log_sum, keep, smooth);
-    match weight {
-        None => accumulate::<F, false>(&mut acc, x, target, x, constants),
-        Some(w) => {
-            assert_eq!(w.len(), x.len());
-            accumulate::<F, true>(&mut acc, x, target, w, constants)
-        }
-    }
+    let acc = if nonnegative && F::MANTISSA_DIGITS <= 24 {
+        soft_lanes_dispatched::<F, FMA, false>(x, target, weight, constants)
+    } else {
+        soft_lanes_dispatched::<F, FMA, true>(x, target, weight, constants)
+    };
     let mass = fold_lanes(acc.mass);
     if !acc.hi.iter().all(|v| v.is_finite()) {
         // Infinities and NaN: IEEE arithmetic on the lane sums (the errors are NaN).
@@ -413,6 +470,56 @@ pub fn soft_target_sum<F: Real>(
 mod tests {
     use super::*;
     use crate::kernels::real::Ahead;
+
+    /// `soft_target_sum` of `(x, t, w)` with `(m, log_sum, keep, smooth)`, plain where
+    /// `nonnegative` allows.
+    struct SoftSum<'a>(
+        &'a [f32],
+        &'a [f32],
+        Option<&'a [f32]>,
+        (f64, f64, f64, f64),
+        bool,
+    );
+    impl SimdTask for SoftSum<'_> {
+        type Output = (f64, f64);
+        #[inline(always)]
+        fn run<const FMA: bool>(self) -> (f64, f64) {
+            let (m, log_sum, keep, smooth) = self.3;
+            soft_target_sum::<f32, FMA>(self.0, self.1, self.2, m, log_sum, keep, smooth, self.4)
+        }
+    }
+
+    /// The plain sums of non-negative terms (AVX2's and the lane loop's) are bitwise the same
+    /// whatever the length, weights and smoothing, and within 1e-12 of the compensated ones;
+    /// negative targets or weights take the compensated sums, which cancel exactly.
+    #[test]
+    fn soft_target_sums_agree_across_paths() {
+        let mut rng = crate::kernels::short_rows::tests::Rng(0x5EED_50F7);
+        for len in [0usize, 1, 7, 15, 16, 17, 100, 1000, 4099] {
+            let x: Vec<f32> = (0..len).map(|_| (6.0 * rng.next() - 3.0) as f32).collect();
+            let t: Vec<f32> = (0..len).map(|_| rng.next() as f32).collect();
+            let w: Vec<f32> = (0..len).map(|_| (0.25 + 2.0 * rng.next()) as f32).collect();
+            let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            for weight in [None, Some(&w[..])] {
+                for (keep, smooth) in [(1.0, 0.0), (0.9, 0.1 / len.max(1) as f64)] {
+                    let c = (m, 1.5, keep, smooth);
+                    let plain = dispatch(Isa::Portable, SoftSum(&x, &t, weight, c, true));
+                    let fast = dispatch(Isa::detect(), SoftSum(&x, &t, weight, c, true));
+                    assert_eq!(plain, fast, "{len} {keep}");
+                    let exact = dispatch(Isa::detect(), SoftSum(&x, &t, weight, c, false));
+                    assert_eq!(plain.1, exact.1, "{len} {keep}");
+                    assert!((plain.0 - exact.0).abs() <= 1e-12 * exact.0, "{len} {keep}");
+                }
+            }
+        }
+        // Terms of both signs (`nonnegative` false): the compensated sums.
+        let (x, t) = ([0.0f32, 0.0], [16_777_216.0f32, -16_777_215.0]);
+        let got = dispatch(
+            Isa::detect(),
+            SoftSum(&x, &t, None, (0.0, 0.5, 1.0, 0.0), false),
+        );
+        assert_eq!(got, (0.5, 1.0));
+    }
 
     struct SumExp<'a>(&'a [f32], f32);
     impl SimdTask for SumExp<'_> {
