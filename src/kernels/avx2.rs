@@ -412,20 +412,75 @@ pub fn sum_exp_unshifted_f32<const COUNT_MAXIMA: bool>(
     ahead: Ahead,
 ) -> (f32, f32) {
     debug_assert!(x.len() <= 4096);
-    let tail = |part: &[f32], vm, count: &mut _| {
-        let within = lanes_below_f32(part.len());
-        // SAFETY: the mask only enables lanes below `part.len()`; the others load as 0.
-        let v = unsafe { _mm256_maskload_ps(part.as_ptr(), within) };
-        start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, _mm256_castsi256_ps(within))
-    };
     let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     sum_exp_f32_by(
         x,
         m,
         ahead,
         |v, vm, count| start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, all),
-        tail,
+        |part, vm, count| start_unshifted_tail_f32::<COUNT_MAXIMA>(part, vm, count),
     )
+}
+
+/// `(smallest, largest, Σ exp(x))` of `x` (at most 4096 elements) in one pass: the extremes
+/// as [`extremes_f32`] gives them, the sum as [`sum_exp_unshifted_f32`] without counting
+/// maxima, meaningful only where every element lies within `Real::UNSHIFTED` (else any
+/// value: the caller checks the extremes, then sums the block otherwise). The exponentials
+/// are compute-bound, so the block is read from memory once, not once for its extremes and
+/// again for its sum.
+#[target_feature(enable = "avx2,fma")]
+pub fn extremes_and_sum_exp_unshifted_f32(x: &[f32], ahead: Ahead) -> (f32, f32, f32) {
+    debug_assert!(x.len() <= 4096);
+    let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let (mut low, mut high) = (
+        _mm256_set1_ps(f32::INFINITY),
+        _mm256_set1_ps(f32::NEG_INFINITY),
+    );
+    let mut tail_extremes = (f32::INFINITY, f32::NEG_INFINITY);
+    let (_, sum) = sum_exp_f32_by(
+        x,
+        0.0,
+        ahead,
+        |v, vm, count| {
+            low = _mm256_min_ps(v, low);
+            high = _mm256_max_ps(v, high);
+            start_unshifted_f32::<false>(v, vm, count, all)
+        },
+        |part, vm, count| {
+            let (part_low, part_high) = extremes(part);
+            tail_extremes = (
+                tail_extremes.0.min(part_low),
+                tail_extremes.1.max(part_high),
+            );
+            start_unshifted_tail_f32::<false>(part, vm, count)
+        },
+    );
+    let (mut lows, mut highs) = ([0.0f32; 8], [0.0f32; 8]);
+    // SAFETY: each array holds 8 f32.
+    unsafe {
+        _mm256_storeu_ps(lows.as_mut_ptr(), low);
+        _mm256_storeu_ps(highs.as_mut_ptr(), high);
+    }
+    // Neither side holds NaN (`extremes` skips it).
+    (
+        extremes(&lows).0.min(tail_extremes.0),
+        extremes(&highs).1.max(tail_extremes.1),
+        sum,
+    )
+}
+
+/// [`start_unshifted_f32`] of the last, partial vector `part` (fewer than 8 elements).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn start_unshifted_tail_f32<const COUNT_MAXIMA: bool>(
+    part: &[f32],
+    vm: __m256,
+    count: &mut __m256i,
+) -> ExpStart<__m256> {
+    let within = lanes_below_f32(part.len());
+    // SAFETY: the mask only enables lanes below `part.len()`; the others load as 0.
+    let v = unsafe { _mm256_maskload_ps(part.as_ptr(), within) };
+    start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, _mm256_castsi256_ps(within))
 }
 
 /// The first half of one vector of [`sum_exp_unshifted_f32`]: `exp(v)` started where `within`
@@ -461,8 +516,8 @@ fn sum_exp_f32_by(
     x: &[f32],
     m: f32,
     ahead: Ahead,
-    start: impl Fn(__m256, __m256, &mut __m256i) -> ExpStart<__m256>,
-    start_tail: impl Fn(&[f32], __m256, &mut __m256i) -> ExpStart<__m256>,
+    mut start: impl FnMut(__m256, __m256, &mut __m256i) -> ExpStart<__m256>,
+    mut start_tail: impl FnMut(&[f32], __m256, &mut __m256i) -> ExpStart<__m256>,
 ) -> (f32, f32) {
     let vm = _mm256_set1_ps(m);
     let mut rest = [_mm256_setzero_ps(); 2];

@@ -6,7 +6,7 @@
 //! [`dispatch`] picks the variant once per block of rows.
 
 use super::binary::same_type;
-use super::real::{CompensatedSum, Real};
+use super::real::{Ahead, CompensatedSum, Real};
 
 /// Lanes of independent accumulators: two AVX registers of f32, four of f64.
 pub const LANES: usize = 16;
@@ -149,7 +149,6 @@ pub fn extremes<F: Real>(x: &[F]) -> (F, F) {
 pub fn extremes_of<F: Real, const FMA: bool>(x: &[F]) -> (F, F) {
     #[cfg(target_arch = "x86_64")]
     if FMA && avx2_fma_available() {
-        use super::binary::same_type;
         if let Some(x32) = same_type::<F, f32>(x) {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
             let (low, high) = unsafe { super::avx2::extremes_f32(x32) };
@@ -162,6 +161,31 @@ pub fn extremes_of<F: Real, const FMA: bool>(x: &[F]) -> (F, F) {
         }
     }
     extremes(x)
+}
+
+/// `(smallest, largest)` element of a block of at most 4096 as [`extremes_of`] gives them, and
+/// where the hand-written AVX2 loop runs (f32), in the same pass `Σ exp(x)` over all of it as
+/// [`Real::sum_exp_unshifted`] sums it without counting maxima: meaningful only where the
+/// extremes lie within [`Real::UNSHIFTED`]. `None` elsewhere: the caller sums the block itself
+/// once it knows the extremes.
+#[inline(always)]
+pub fn extremes_and_unshifted_sum<F: Real, const FMA: bool>(
+    x: &[F],
+    ahead: Ahead,
+) -> (F, F, Option<F>) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA && avx2_fma_available() {
+        if let Some(x32) = same_type::<F, f32>(x) {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            let (low, high, sum) =
+                unsafe { super::avx2::extremes_and_sum_exp_unshifted_f32(x32, ahead) };
+            let [low, high, sum] = [low, high, sum].map(|v| F::from_f64(v.into()));
+            return (low, high, Some(sum));
+        }
+    }
+    let _ = ahead;
+    let (low, high) = extremes_of::<F, FMA>(x);
+    (low, high, None)
 }
 
 /// Pairwise sum of the lane accumulators.
@@ -537,7 +561,8 @@ mod tests {
     /// blocks with a lone maximum 40 above the rest make each term's carried rounding error of
     /// `x - m` (up to 8 eps there) show in the sum.
     /// The AVX2 extremes are the lane loop's, NaN skipped, whatever the length and wherever
-    /// the extremes, NaN and infinities lie.
+    /// the extremes, NaN and infinities lie; so are those of the pass fused with the unshifted
+    /// sum, whose sum is that of `sum_exp_unshifted` within its range.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_extremes_are_the_lane_loops() {
@@ -572,12 +597,26 @@ mod tests {
                         format!("{:?}", extremes(&x32)),
                         "{x:?}"
                     );
+                    // The fused pass: the same extremes, and within range the sum's bits.
+                    let ahead = Ahead::after(&x32);
+                    // SAFETY: as above.
+                    let (low, high, sum) =
+                        unsafe { avx2::extremes_and_sum_exp_unshifted_f32(&x32, ahead) };
+                    assert_eq!(format!("{:?}", (low, high)), format!("{got32:?}"), "{x:?}");
+                    if v.abs() < 80.0 || v.is_nan() {
+                        let want = f32::sum_exp_unshifted::<true, false>(&x32, high, ahead).1;
+                        assert_eq!(format!("{sum:?}"), format!("{want:?}"), "{x:?}");
+                    }
                 }
             }
             let nan = vec![f32::NAN; len];
             // SAFETY: as above.
             let got = unsafe { avx2::extremes_f32(&nan) };
             assert_eq!(got, (f32::INFINITY, f32::NEG_INFINITY));
+            // SAFETY: as above.
+            let fused =
+                unsafe { avx2::extremes_and_sum_exp_unshifted_f32(&nan, Ahead::after(&nan)) };
+            assert_eq!((fused.0, fused.1), got);
         }
     }
 

@@ -6,7 +6,9 @@ use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
 use super::real::{Ahead, CompensatedSum, Element, Real};
 use super::rows::{Rows, RowsMut};
 use super::short_rows;
-use super::simd::{dispatch, exp_sub, extremes_of, write_log_softmax, Isa, SimdTask};
+use super::simd::{
+    dispatch, exp_sub, extremes_and_unshifted_sum, extremes_of, write_log_softmax, Isa, SimdTask,
+};
 use super::vlog::VLog;
 use std::ops::Range;
 
@@ -131,22 +133,29 @@ pub fn max_sum_prefetching<F: Real, const FMA: bool>(
     next_stored: Option<Range<*const u8>>,
 ) -> MaxSum<F> {
     let mut acc = MaxSum::EMPTY;
-    let mut unshifted = Unshifted::new(x.len() < UNCOUNTED_MIN_BLOCKS * ROW_BLOCK);
+    let counting = x.len() < UNCOUNTED_MIN_BLOCKS * ROW_BLOCK;
+    let mut unshifted = Unshifted::new(counting);
     // Rows short enough for the batched path keep its shifted sums: the same bits either way.
     let unshifted_range = F::UNSHIFTED.filter(|_| !is_short(x.len()));
     for (b, block) in x.chunks(ROW_BLOCK).enumerate() {
-        let (lowest, m) = extremes_of::<F, FMA>(block);
         // A converted row is wider than its stored bytes: their parts overlap (a second
         // prefetch of a line in the cache costs one load).
         let ahead = match &next_stored {
             Some(bytes) => Ahead::within(bytes, b * ROW_BLOCK, x.len()),
             None => Ahead::after(block),
         };
+        // Blocks summed whole take their extremes and (AVX2, f32) their sum in one pass.
+        let (lowest, m, whole_sum) = if unshifted_range.is_some() && !counting {
+            extremes_and_unshifted_sum::<F, FMA>(block, ahead)
+        } else {
+            let (lowest, m) = extremes_of::<F, FMA>(block);
+            (lowest, m, None)
+        };
         // `lowest <= m` leaves out a block of NaN only (`(inf, -inf)`).
         let unshifted_block =
             unshifted_range.is_some_and(|(low, high)| low <= lowest && lowest <= m && m <= high);
         if unshifted_block {
-            unshifted.add::<FMA>(block, m, ahead);
+            unshifted.add::<FMA>(block, m, whole_sum, ahead);
         } else if m.is_finite() {
             let (count, rest) = F::sum_exp::<FMA>(block, m, lowest, ahead);
             acc = acc.merge(MaxSum {
@@ -211,11 +220,13 @@ impl<'a, F: Real> Unshifted<'a, F> {
         }
     }
 
-    /// Adds a block whose largest element is `m`.
+    /// Adds a block whose largest element is `m` (and, not `counting`, whose `Σ exp(x)` may
+    /// be known already: `whole_sum`).
     #[inline(always)]
-    fn add<const FMA: bool>(&mut self, block: &'a [F], m: F, ahead: Ahead) {
+    fn add<const FMA: bool>(&mut self, block: &'a [F], m: F, whole_sum: Option<F>, ahead: Ahead) {
         if !self.counting {
-            let (_, sum) = F::sum_exp_unshifted::<FMA, false>(block, m, ahead);
+            let sum =
+                whole_sum.unwrap_or_else(|| F::sum_exp_unshifted::<FMA, false>(block, m, ahead).1);
             if m > self.max {
                 self.sum += self.max_block_sum;
                 (self.max, self.max_block, self.max_block_sum) = (m, block, sum.to_f64());
