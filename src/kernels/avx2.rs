@@ -580,7 +580,11 @@ fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
 ) -> (f64, f64) {
     let vm = _mm256_set1_pd(m);
     let mut rest = [_mm256_setzero_pd(); 4];
-    let mut count = [_mm256_setzero_si256(); 4];
+    // One counter for all four vectors (an exact integer sum): a register each, beside the
+    // pipelined state, left the loop short of registers, and its spills to the stack made it
+    // depend on where the stack lay relative to `x` (20% on two threads, from the frame sizes
+    // of unrelated code).
+    let mut count = _mm256_setzero_si256();
     let mut started = [ExpStart::zero_f64(); 4];
     let mut chunks = x.chunks_exact(16);
     let mut ahead = ahead.start.cast::<f64>();
@@ -590,10 +594,10 @@ fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(8).cast());
         ahead = ahead.wrapping_add(16);
         let mut next = started;
-        for (k, (n, count)) in next.iter_mut().zip(&mut count).enumerate() {
+        for (k, n) in next.iter_mut().enumerate() {
             // SAFETY: `c` holds 16 f64, so 4 from `4k` for `k < 4`.
             let v = unsafe { _mm256_loadu_pd(c[4 * k..].as_ptr()) };
-            *n = start_term_f64::<IN_RANGE, WITHIN_MAX>(v, vm, count);
+            *n = start_term_f64::<IN_RANGE, WITHIN_MAX>(v, vm, &mut count);
         }
         for (r, s) in rest.iter_mut().zip(started) {
             *r = _mm256_add_pd(*r, exp_f64_finish(s));
@@ -606,13 +610,9 @@ fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
     let tail = chunks.remainder();
     for (j, part) in tail.chunks(4).enumerate() {
         let v = load_partial_f64(part);
-        let s = start_term_f64::<false, false>(v, vm, &mut count[j]);
+        let s = start_term_f64::<false, false>(v, vm, &mut count);
         rest[j] = _mm256_add_pd(rest[j], exp_f64_finish(s));
     }
-    let count = _mm256_add_epi64(
-        _mm256_add_epi64(count[0], count[1]),
-        _mm256_add_epi64(count[2], count[3]),
-    );
     let rest = _mm256_add_pd(
         _mm256_add_pd(rest[0], rest[1]),
         _mm256_add_pd(rest[2], rest[3]),
