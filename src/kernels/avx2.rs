@@ -1163,7 +1163,7 @@ pub fn soft_lanes_f32(
     w: Option<&[f32]>,
     constants: (f64, f64, f64, f64),
 ) -> ([f64; 16], [f64; 16]) {
-    match (w, (constants.2, constants.3) != (1.0, 0.0)) {
+    match (w, super::simd::smoothed(constants.2, constants.3)) {
         (None, false) => soft_lanes_f32_with::<false, false>(x, t, x, constants),
         (None, true) => soft_lanes_f32_with::<false, true>(x, t, x, constants),
         (Some(w), false) => soft_lanes_f32_with::<true, false>(x, t, w, constants),

@@ -64,7 +64,7 @@ pub trait Real:
         ahead: Ahead,
     ) -> (Self, Self) {
         let _ = ahead;
-        simd::sum_exp_lanes::<Self, FMA>(x, if COUNT_MAXIMA { m } else { Self::NAN }, Self::ZERO)
+        simd::sum_exp_unshifted_lanes::<Self, FMA, COUNT_MAXIMA>(x, m)
     }
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
@@ -232,7 +232,7 @@ impl Real for f32 {
             return unsafe { avx2::sum_exp_unshifted_f32::<COUNT_MAXIMA>(x, m, ahead) };
         }
         let _ = ahead;
-        simd::sum_exp_lanes::<f32, FMA>(x, if COUNT_MAXIMA { m } else { f32::NAN }, 0.0)
+        simd::sum_exp_unshifted_lanes::<f32, FMA, COUNT_MAXIMA>(x, m)
     }
     #[inline(always)]
     fn to_f64(self) -> f64 {

@@ -224,6 +224,16 @@ pub fn sum_exp_lanes<F: Real, const FMA: bool>(x: &[F], m: F, shift: F) -> (F, F
     (fold_lanes(count), fold_lanes(rest))
 }
 
+/// The portable [`Real::sum_exp_unshifted`]: [`sum_exp_lanes`] without a shift, the maxima
+/// set apart only with `COUNT_MAXIMA` (a NaN `m` matches no element).
+#[inline(always)]
+pub fn sum_exp_unshifted_lanes<F: Real, const FMA: bool, const COUNT_MAXIMA: bool>(
+    x: &[F],
+    m: F,
+) -> (F, F) {
+    sum_exp_lanes::<F, FMA>(x, if COUNT_MAXIMA { m } else { F::NAN }, F::ZERO)
+}
+
 /// One vector step of [`sum_exp_lanes`] (a function, not a closure, so that it is generated
 /// inside the caller's `target_feature` context).
 #[inline(always)]
@@ -398,8 +408,15 @@ fn soft_accumulate<F: Real, const WEIGHTED: bool, const COMPENSATED: bool, const
     }
     SoftLanes { hi, lo, mass }
 }
-/// [`soft_accumulate`] with its flags chosen. Without label smoothing (`keep` 1, `smooth` 0)
-/// `t'` is `t` itself, two operations fewer (`1 t + 0` is not folded: it turns -0 into +0).
+/// Whether `t' = keep t + smooth` differs from `t`: without label smoothing (`keep` 1, `smooth`
+/// 0) the soft-target loops take `t` itself, two operations fewer (`1 t + 0` is not folded: it
+/// turns -0 into +0).
+#[inline(always)]
+pub(super) fn smoothed(keep: f64, smooth: f64) -> bool {
+    (keep, smooth) != (1.0, 0.0)
+}
+
+/// [`soft_accumulate`] with its flags chosen (see [`smoothed`]).
 #[inline(always)]
 fn soft_lanes<F: Real, const COMPENSATED: bool>(
     x: &[F],
@@ -407,8 +424,7 @@ fn soft_lanes<F: Real, const COMPENSATED: bool>(
     weight: Option<&[F]>,
     constants: (f64, f64, f64, f64),
 ) -> SoftLanes {
-    let smoothed = (constants.2, constants.3) != (1.0, 0.0);
-    match (weight, smoothed) {
+    match (weight, smoothed(constants.2, constants.3)) {
         (None, false) => soft_accumulate::<F, false, COMPENSATED, false>(x, target, x, constants),
         (None, true) => soft_accumulate::<F, false, COMPENSATED, true>(x, target, x, constants),
         (Some(w), smoothed) => {

@@ -247,19 +247,22 @@ impl<'a, F: Real> Unshifted<'a, F> {
 
     /// As [`MaxSum`] (`EMPTY` for no block).
     fn stats<const FMA: bool>(&self) -> MaxSum<F> {
+        let empty = if self.counting {
+            self.count == 0.0
+        } else {
+            self.max_block.is_empty()
+        };
+        // No block (every row in f64): no exponential to take.
+        if empty {
+            return MaxSum::EMPTY;
+        }
         let scale = (-self.max.to_f64()).exp();
         if self.counting {
-            if self.count == 0.0 {
-                return MaxSum::EMPTY;
-            }
             return MaxSum {
                 max: self.max,
                 count: self.count,
                 rest: self.sum * scale,
             };
-        }
-        if self.max_block.is_empty() {
-            return MaxSum::EMPTY;
         }
         let whole = (self.sum + self.max_block_sum) * scale;
         if whole >= 2.0 {
