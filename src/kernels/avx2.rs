@@ -697,13 +697,14 @@ pub fn write_exp_sub_f64(x: &[f64], shift_hi: f64, shift_lo: f64, out: &mut [f64
     }
 }
 
-/// The lane sums of `simd::weighted_gap_sum`: element `i` adds `(m - x_i) + offset` (times
-/// `w_i` with weights) to lane `i % 16`, with the portable loop's operations in its order, so
-/// the sums are bitwise the same. Written out because LLVM vectorised that loop to a mix of
-/// 2- and 4-lane instructions, at twice the time.
+/// The lane sums of `sum(w_c (m - x_c))` for `simd::weighted_gap_sum`: element `i` adds
+/// `m - x_i` (times `w_i`, fused, with weights) to lane `i % 16`, with the portable loop's
+/// operations in its order, so the sums are bitwise those of its fused variant. Written out
+/// because LLVM vectorised that loop to a mix of 2- and 4-lane instructions, at twice the
+/// time.
 #[target_feature(enable = "avx2,fma")]
-pub fn gap_lanes_f32(x: &[f32], weight: Option<&[f32]>, m: f64, offset: f64) -> [f64; 16] {
-    gap_lanes(x, weight, m, offset, |c: &[f32], k| {
+pub fn gap_lanes_f32(x: &[f32], weight: Option<&[f32]>, m: f64) -> [f64; 16] {
+    gap_lanes(x, weight, m, |c: &[f32], k| {
         // SAFETY: `c` holds 16 f32 and `k < 4`.
         unsafe { _mm256_cvtps_pd(_mm_loadu_ps(c[4 * k..].as_ptr())) }
     })
@@ -711,8 +712,8 @@ pub fn gap_lanes_f32(x: &[f32], weight: Option<&[f32]>, m: f64, offset: f64) -> 
 
 /// f64 twin of [`gap_lanes_f32`].
 #[target_feature(enable = "avx2,fma")]
-pub fn gap_lanes_f64(x: &[f64], weight: Option<&[f64]>, m: f64, offset: f64) -> [f64; 16] {
-    gap_lanes(x, weight, m, offset, |c: &[f64], k| {
+pub fn gap_lanes_f64(x: &[f64], weight: Option<&[f64]>, m: f64) -> [f64; 16] {
+    gap_lanes(x, weight, m, |c: &[f64], k| {
         // SAFETY: `c` holds 16 f64 and `k < 4`.
         unsafe { _mm256_loadu_pd(c[4 * k..].as_ptr()) }
     })
@@ -726,26 +727,23 @@ fn gap_lanes<T: Copy + Into<f64>>(
     x: &[T],
     weight: Option<&[T]>,
     m: f64,
-    offset: f64,
     load: impl Fn(&[T], usize) -> __m256d,
 ) -> [f64; 16] {
-    let (vm, voffset) = (_mm256_set1_pd(m), _mm256_set1_pd(offset));
+    let vm = _mm256_set1_pd(m);
     let mut acc = [_mm256_setzero_pd(); 4];
     let mut chunks = x.chunks_exact(16);
     match weight {
         None => {
             for c in &mut chunks {
                 for (k, a) in acc.iter_mut().enumerate() {
-                    let gap = _mm256_add_pd(_mm256_sub_pd(vm, load(c, k)), voffset);
-                    *a = _mm256_add_pd(*a, gap);
+                    *a = _mm256_add_pd(*a, _mm256_sub_pd(vm, load(c, k)));
                 }
             }
         }
         Some(w) => {
             for (c, wc) in (&mut chunks).zip(w.chunks_exact(16)) {
                 for (k, a) in acc.iter_mut().enumerate() {
-                    let gap = _mm256_add_pd(_mm256_sub_pd(vm, load(c, k)), voffset);
-                    *a = _mm256_add_pd(*a, _mm256_mul_pd(load(wc, k), gap));
+                    *a = _mm256_fmadd_pd(load(wc, k), _mm256_sub_pd(vm, load(c, k)), *a);
                 }
             }
         }
@@ -758,10 +756,10 @@ fn gap_lanes<T: Copy + Into<f64>>(
     // The last `len % 16` elements, as the portable loop adds them.
     let done = x.len() - chunks.remainder().len();
     for (j, (i, &v)) in (done..).zip(chunks.remainder()).enumerate() {
-        let gap = (m - v.into()) + offset;
-        lanes[j] += match weight {
-            Some(w) => w[i].into() * gap,
-            None => gap,
+        let gap = m - v.into();
+        lanes[j] = match weight {
+            Some(w) => w[i].into().mul_add(gap, lanes[j]),
+            None => lanes[j] + gap,
         };
     }
     lanes

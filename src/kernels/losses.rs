@@ -76,9 +76,16 @@ impl<F: Real> ClassOptions<'_, F> {
         self.weight.map_or(1.0, |w| w[class].to_f64())
     }
 
+    /// `Σ_c w_c`, compensated: label smoothing scales `log(sum)` by it, where a plain sum's
+    /// error (up to `n_classes` roundings) would show in an f64 loss.
     fn weight_sum(&self, n_classes: usize) -> f64 {
-        self.weight
-            .map_or(n_classes as f64, |w| w.iter().map(|v| v.to_f64()).sum())
+        self.weight.map_or(n_classes as f64, |w| {
+            let mut sum = CompensatedSum::default();
+            for v in w {
+                sum.add(v.to_f64());
+            }
+            sum.value()
+        })
     }
 }
 
@@ -160,14 +167,16 @@ fn target_probabilities<F: Real>(full: MaxSum<F>, x_target: F, nll: f64) -> (f64
     }
 }
 
-/// `Σ_c w_c (logsumexp - x_c)`, as `Σ_c w_c ((m - x_c) + log(sum))`: non-negative terms.
+/// `Σ_c w_c (logsumexp - x_c)`, as `Σ_c w_c ((m - x_c) + log(sum))` (non-negative terms),
+/// `weight_sum = Σ_c w_c`.
 #[inline(always)]
 fn smoothing_sum<F: Real, const FMA: bool>(
     row: &[F],
     full: MaxSum<F>,
     weight: Option<&[F]>,
+    weight_sum: f64,
 ) -> f64 {
-    weighted_gap_sum::<F, FMA>(row, full.max, full.log_sum(), weight)
+    weighted_gap_sum::<F, FMA>(row, full.max, full.log_sum(), weight, weight_sum)
 }
 
 /// Where the gradient goes, and whether it is that of the mean (else of the sum) of the
@@ -263,7 +272,8 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             let loss = if eps == 0.0 {
                 w_t * nll
             } else {
-                let spread = smoothing_sum::<_, FMA>(row, full, self.options.weight);
+                let spread =
+                    smoothing_sum::<_, FMA>(row, full, self.options.weight, self.weight_sum);
                 (1.0 - eps) * w_t * nll + smooth * spread
             };
             *o = E::Compute::from_f64(loss);

@@ -68,13 +68,12 @@ pub trait Real:
     }
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
-    /// The lane sums of [`simd::weighted_gap_sum`], likewise (else
-    /// [`simd::gap_lanes_portable`]); every instruction set gives the same bits.
+    /// The lane sums of `sum(w_c (m - x_c))` for [`simd::weighted_gap_sum`], likewise (else
+    /// [`simd::gap_lanes_portable`]).
     fn gap_lanes<const FMA: bool>(
         x: &[Self],
         weight: Option<&[Self]>,
         m: f64,
-        offset: f64,
     ) -> [f64; simd::LANES];
     /// Rounding error of `a - b`: `(a - b) - fl(a - b)` exactly (Knuth's TwoSum).
     #[inline(always)]
@@ -188,14 +187,13 @@ macro_rules! exp_loops {
             x: &[$t],
             weight: Option<&[$t]>,
             m: f64,
-            offset: f64,
         ) -> [f64; simd::LANES] {
             #[cfg(target_arch = "x86_64")]
             if FMA && simd::avx2_fma_available() {
                 // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return unsafe { avx2::$gap(x, weight, m, offset) };
+                return unsafe { avx2::$gap(x, weight, m) };
             }
-            simd::gap_lanes_portable(x, weight, m, offset)
+            simd::gap_lanes_portable::<$t, FMA>(x, weight, m)
         }
     };
 }
