@@ -29,7 +29,7 @@
 use super::error::KernelError;
 use super::losses::{total_of, Total};
 use super::parallel::{map_blocks, map_blocks_with_output};
-use super::real::{Element, Real};
+use super::real::{Element, Real, Scratch};
 use super::rows::Rows;
 use super::simd::{dispatch, Isa, SimdTask};
 use super::vlog::{
@@ -664,7 +664,7 @@ impl<E: Element, T: Element> SimdTask for BinaryBlock<'_, '_, '_, E, T> {
     fn run<const FMA: bool>(mut self) -> Self::Output {
         let inputs = self.inputs;
         let n = inputs.x.len();
-        let mut xs: Vec<E::Compute> = Vec::new();
+        let mut xs: Scratch<E::Compute> = Scratch::take();
         let mut companions: [Vec<T::Compute>; 3] = Default::default();
         let [ts, ws, ps] = &mut companions;
         let mut sum = LaneSum::new();

@@ -7,7 +7,7 @@
 
 use super::error::KernelError;
 use super::parallel::rows_per_block;
-use super::real::{CompensatedSum, Element, Real};
+use super::real::{CompensatedSum, Element, Real, Scratch};
 use super::rows::{Rows, RowsMut};
 use super::short_rows::{self, ShortRows};
 use super::simd::{extremes_of, soft_target_sum, weighted_gap_sum, Isa};
@@ -242,7 +242,7 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
         let n_classes = self.x.len();
         let eps = self.options.label_smoothing;
         let smooth = eps / n_classes as f64;
-        let (mut scratch, mut grad_scratch) = (Vec::new(), Vec::new());
+        let (mut scratch, mut grad_scratch) = (Scratch::take(), Scratch::take());
         let mut total = Total::default();
         for (r, o) in rows.zip(out) {
             let t = self.targets[r];
@@ -386,12 +386,11 @@ impl<E: Element> RowKernel for CrossEntropyShort<'_, '_, E> {
             .x
             .contiguous_rows(rows.clone())
             .expect("checked contiguous");
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::take();
         let x = match E::as_compute(raw) {
             Some(direct) => direct,
             None => {
-                scratch.resize(raw.len(), E::Compute::ZERO);
-                E::to_compute_slice(raw, &mut scratch);
+                E::to_compute_vec(raw, &mut scratch);
                 &scratch
             }
         };
@@ -427,7 +426,7 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for CrossEntropyPro
         let n_classes = self.x.len();
         let eps = self.options.label_smoothing;
         let smooth = eps / n_classes as f64;
-        let (mut xs, mut ts, mut gs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut xs, mut ts, mut gs) = (Scratch::take(), Scratch::take(), Scratch::take());
         let mut total = Total::default();
         let weights_nonnegative = self
             .options
@@ -593,7 +592,7 @@ impl<E: Element, T: Element<Compute = E::Compute>> RowKernel for WeightedProbs<'
 
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) -> Self::Block {
-        let (mut xs, mut ts) = (Vec::new(), Vec::new());
+        let (mut xs, mut ts) = (Scratch::take(), Scratch::take());
         let mut total = Total::default();
         for (r, o) in rows.zip(out) {
             let row = self.x.row(r, &mut xs);

@@ -5,8 +5,9 @@ use super::avx2;
 use super::simd;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+use std::cell::RefCell;
 use std::fmt::Debug;
-use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::ops::{Add, Deref, DerefMut, Div, Mul, Neg, Sub};
 
 /// A type the kernels compute in: `f32` or `f64`.
 pub trait Real:
@@ -32,6 +33,8 @@ pub trait Real:
     const LANES: usize;
     /// Bits of the significand (24 in f32, 53 in f64).
     const MANTISSA_DIGITS: u32;
+    /// This thread's spare scratch buffers of this type (see [`Scratch`]).
+    fn scratch_pool() -> &'static std::thread::LocalKey<RefCell<Vec<Vec<Self>>>>;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn is_finite(self) -> bool;
@@ -163,6 +166,12 @@ pub(super) mod exp64 {
 /// (the CPU is checked again: a cached flag, once per call).
 macro_rules! exp_loops {
     ($t:ty, $sum:ident, $write:ident, $gap:ident) => {
+        fn scratch_pool() -> &'static std::thread::LocalKey<RefCell<Vec<Vec<$t>>>> {
+            thread_local! {
+                static POOL: RefCell<Vec<Vec<$t>>> = const { RefCell::new(Vec::new()) };
+            }
+            &POOL
+        }
         #[inline(always)]
         fn sum_exp<const FMA: bool>(x: &[$t], m: $t, lowest: $t, ahead: Ahead) -> ($t, $t) {
             #[cfg(target_arch = "x86_64")]
@@ -405,6 +414,55 @@ impl std::iter::Sum<f64> for CompensatedSum {
     }
 }
 
+/// A scratch row (a converted or gathered row, an output row before it is stored) that goes
+/// back to its thread's pool when dropped, so the next block reuses its memory: a block of one
+/// long row would otherwise allocate a fresh buffer for every row, and the kernel zeroes each
+/// page of it on first touch (a float16 2048x32768 cross-entropy spent 12% of its time there).
+#[derive(Debug)]
+pub struct Scratch<F: Real>(Vec<F>);
+
+impl<F: Real> Scratch<F> {
+    /// Buffers kept per thread and type; and the largest kept, in elements (a bigger one, for
+    /// a rare huge row, is freed rather than held for the life of the thread).
+    const KEPT: usize = 4;
+    const LARGEST_KEPT: usize = 1 << 22;
+
+    /// An empty buffer, with the capacity of one used before on this thread if any.
+    pub fn take() -> Self {
+        Scratch(F::scratch_pool().with(|pool| pool.borrow_mut().pop().unwrap_or_default()))
+    }
+}
+
+impl<F: Real> Drop for Scratch<F> {
+    fn drop(&mut self) {
+        let mut buffer = std::mem::take(&mut self.0);
+        if buffer.capacity() == 0 || buffer.capacity() > Self::LARGEST_KEPT {
+            return;
+        }
+        buffer.clear();
+        // `try_with`: the pool may already be gone while the thread exits.
+        let _ = F::scratch_pool().try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < Self::KEPT {
+                pool.push(buffer);
+            }
+        });
+    }
+}
+
+impl<F: Real> Deref for Scratch<F> {
+    type Target = Vec<F>;
+    fn deref(&self) -> &Vec<F> {
+        &self.0
+    }
+}
+
+impl<F: Real> DerefMut for Scratch<F> {
+    fn deref_mut(&mut self) -> &mut Vec<F> {
+        &mut self.0
+    }
+}
+
 /// An element type the kernels can read (and write): it is stored as `Self` and computed in
 /// `Self::Compute` (`f16`/`bf16` in `f32`).
 pub trait Element: Copy + Send + Sync + Debug + 'static {
@@ -414,12 +472,13 @@ pub trait Element: Copy + Send + Sync + Debug + 'static {
     /// The slice itself when the storage type is the compute type (no conversion needed).
     fn as_compute(s: &[Self]) -> Option<&[Self::Compute]>;
     fn as_compute_mut(s: &mut [Self]) -> Option<&mut [Self::Compute]>;
-    /// `dst[i] = src[i].to_compute()` (in bulk: F16C for f16 where the CPU has it).
+    /// `scratch` becomes `src` converted to the compute type (in bulk: F16C for f16 where the
+    /// CPU has it), written once: a fresh scratch row is not zeroed first (a block of one long
+    /// row gets a new one, and zeroing it cost a fifth of the row statistics).
     #[inline(always)]
-    fn to_compute_slice(src: &[Self], dst: &mut [Self::Compute]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s.to_compute();
-        }
+    fn to_compute_vec(src: &[Self], scratch: &mut Vec<Self::Compute>) {
+        scratch.clear();
+        scratch.extend(src.iter().map(|s| s.to_compute()));
     }
     /// `dst[i] = Self::from_compute(src[i])`, likewise in bulk.
     #[inline(always)]
@@ -456,29 +515,35 @@ macro_rules! native_element {
 native_element!(f32);
 native_element!(f64);
 
-/// `dst = src` as f32, 8 at a time with F16C where the CPU has it (the `half` crate's own
+/// `scratch = src` as f32, 8 at a time with F16C where the CPU has it (the `half` crate's own
 /// bulk conversion calls a function for every 8 elements from code not compiled for F16C).
-fn f16_to_f32_slice(src: &[f16], dst: &mut [f32]) {
+fn f16_to_f32_vec(src: &[f16], scratch: &mut Vec<f32>) {
+    scratch.clear();
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("f16c") {
+        scratch.reserve(src.len());
         // SAFETY: the CPU has F16C (and so AVX), checked just above.
-        return unsafe { f16_to_f32_slice_f16c(src, dst) };
+        unsafe { f16_to_f32_f16c(src, &mut scratch.spare_capacity_mut()[..src.len()]) };
+        // SAFETY: `f16_to_f32_f16c` wrote each of the first `src.len()` elements.
+        unsafe { scratch.set_len(src.len()) };
+        return;
     }
-    src.convert_to_f32_slice(dst);
+    scratch.extend(src.iter().map(|v| v.to_f32()));
 }
 
+/// Writes every element of `dst` (as long as `src`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx,f16c")]
-fn f16_to_f32_slice_f16c(src: &[f16], dst: &mut [f32]) {
+fn f16_to_f32_f16c(src: &[f16], dst: &mut [std::mem::MaybeUninit<f32>]) {
     use std::arch::x86_64::{_mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
     assert_eq!(src.len(), dst.len());
     let mut dst_chunks = dst.chunks_exact_mut(8);
     let mut src_chunks = src.chunks_exact(8);
     for (d, s) in (&mut dst_chunks).zip(&mut src_chunks) {
-        // SAFETY: `s` holds 8 f16 (16 bytes) and `d` 8 f32.
+        // SAFETY: `s` holds 8 f16 (16 bytes) and `d` room for 8 f32.
         unsafe {
             _mm256_storeu_ps(
-                d.as_mut_ptr(),
+                d.as_mut_ptr().cast(),
                 _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast())),
             )
         };
@@ -488,12 +553,12 @@ fn f16_to_f32_slice_f16c(src: &[f16], dst: &mut [f32]) {
         .iter_mut()
         .zip(src_chunks.remainder())
     {
-        *d = s.to_f32();
+        d.write(s.to_f32());
     }
 }
 
 /// `dst = src` rounded to f16 (to nearest, ties to even), 8 at a time with F16C where the CPU
-/// has it, as [`f16_to_f32_slice`].
+/// has it, as [`f16_to_f32_vec`].
 fn f32_to_f16_slice(src: &[f32], dst: &mut [f16]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("f16c") {
@@ -527,9 +592,10 @@ fn f32_to_f16_slice_f16c(src: &[f32], dst: &mut [f16]) {
     }
 }
 
-/// `dst = src` as f32 (bf16 is the top half of an f32: a shift the compiler vectorises).
-fn bf16_to_f32_slice(src: &[bf16], dst: &mut [f32]) {
-    src.convert_to_f32_slice(dst);
+/// `scratch = src` as f32 (bf16 is the top half of an f32: a shift the compiler vectorises).
+fn bf16_to_f32_vec(src: &[bf16], scratch: &mut Vec<f32>) {
+    scratch.clear();
+    scratch.extend(src.iter().map(|v| v.to_f32()));
 }
 
 /// `dst = src` rounded to bf16.
@@ -538,7 +604,7 @@ fn f32_to_bf16_slice(src: &[f32], dst: &mut [bf16]) {
 }
 
 macro_rules! half_element {
-    ($t:ty, $to_f32_slice:ident, $from_f32_slice:ident) => {
+    ($t:ty, $to_f32_vec:ident, $from_f32_slice:ident) => {
         impl Element for $t {
             type Compute = f32;
             #[inline(always)]
@@ -558,8 +624,8 @@ macro_rules! half_element {
                 None
             }
             #[inline(always)]
-            fn to_compute_slice(src: &[$t], dst: &mut [f32]) {
-                $to_f32_slice(src, dst);
+            fn to_compute_vec(src: &[$t], scratch: &mut Vec<f32>) {
+                $to_f32_vec(src, scratch);
             }
             #[inline(always)]
             fn from_compute_slice(src: &[f32], dst: &mut [$t]) {
@@ -568,8 +634,8 @@ macro_rules! half_element {
         }
     };
 }
-half_element!(f16, f16_to_f32_slice, f32_to_f16_slice);
-half_element!(bf16, bf16_to_f32_slice, f32_to_bf16_slice);
+half_element!(f16, f16_to_f32_vec, f32_to_f16_slice);
+half_element!(bf16, bf16_to_f32_vec, f32_to_bf16_slice);
 
 #[cfg(test)]
 mod tests {
@@ -602,13 +668,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn scratch_buffers_are_reused_on_the_same_thread_and_huge_ones_freed() {
+        let mut first = Scratch::<f32>::take();
+        first.extend([1.0, 2.0, 3.0]);
+        first.reserve(1000);
+        let capacity = first.capacity();
+        drop(first);
+        let again = Scratch::<f32>::take();
+        assert!(again.is_empty() && again.capacity() == capacity);
+        // `again` is out of the pool, so this one is fresh.
+        let mut huge = Scratch::<f32>::take();
+        assert_eq!(huge.capacity(), 0);
+        huge.reserve(Scratch::<f32>::LARGEST_KEPT + 1);
+        drop(huge);
+        drop(again);
+        // The huge one was freed, `again` kept.
+        assert_eq!(Scratch::<f32>::take().capacity(), capacity);
+    }
+
     /// Every f16, through the bulk conversion (F16C here where the CPU has it, in slices long
     /// enough for its 8-wide loop and its tail), is the value `half` gives (NaN as NaN).
     #[test]
     fn bulk_f16_conversion_is_exact_for_every_value() {
         let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
-        let mut got = vec![0.0f32; all.len() - 3];
-        f16_to_f32_slice(&all[3..], &mut got);
+        let mut got = vec![1.0f32; 5];
+        f16_to_f32_vec(&all[3..], &mut got);
+        assert_eq!(got.len(), all.len() - 3);
         for (h, g) in all[3..].iter().zip(&got) {
             let want = h.to_f32();
             assert!(

@@ -222,10 +222,7 @@ impl<'a, T: Element> Rows<'a, T> {
             if let Some(direct) = T::as_compute(raw) {
                 return direct;
             }
-            // No `clear` first: the conversion overwrites every element, and a scratch row
-            // already of this length (the next row's, usually) is not zeroed again.
-            scratch.resize(n, Default::default());
-            T::to_compute_slice(raw, scratch);
+            T::to_compute_vec(raw, scratch);
             return scratch;
         }
         scratch.clear();
@@ -332,9 +329,7 @@ impl<'a, T: Element> RowsMut<'a, T> {
             }
             // SAFETY: the same contiguous row, read (the slice above is not used again).
             let raw = unsafe { std::slice::from_raw_parts(start.cast_const(), self.len) };
-            // As in `Rows::segment`: no `clear`, the conversion overwrites every element.
-            scratch.resize(self.len, Default::default());
-            T::to_compute_slice(raw, scratch);
+            T::to_compute_vec(raw, scratch);
             return (scratch, true);
         }
         scratch.clear();

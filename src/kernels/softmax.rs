@@ -3,7 +3,7 @@
 
 use super::binary::same_type;
 use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
-use super::real::{Ahead, CompensatedSum, Element, Real};
+use super::real::{Ahead, CompensatedSum, Element, Real, Scratch};
 use super::rows::{Rows, RowsMut};
 use super::short_rows;
 use super::simd::{
@@ -535,7 +535,7 @@ impl<E: Element> RowKernel for SoftmaxInto<'_, '_, E> {
     type Block = ();
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, _: &mut [()]) {
-        let (mut src, mut dst) = (Vec::new(), Vec::new());
+        let (mut src, mut dst) = (Scratch::take(), Scratch::take());
         if is_short(self.x.len()) {
             let fetch = fetch_rows(self.x, &mut src);
             let mut scratch = BatchScratch::default();
@@ -571,10 +571,10 @@ impl<E: Element> RowKernel for SoftmaxInPlace<'_, '_, E> {
     type Block = ();
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, _: &mut [()]) {
-        let (mut copy, mut buf) = (Vec::new(), Vec::new());
+        let (mut copy, mut buf) = (Scratch::take(), Scratch::take());
         if is_short(self.rows.len()) {
             // A batch's rows are all read (into the batch buffer) before any is written.
-            let mut read = Vec::new();
+            let mut read = Scratch::take();
             let fetch = |batch: Range<usize>, out: &mut Vec<E::Compute>| {
                 for r in batch {
                     // SAFETY: each row is accessed by exactly one block, and only read here.
@@ -650,7 +650,7 @@ pub fn split_row_stats<E: Element>(isa: Isa, x: &Rows<'_, E>) -> Option<Vec<MaxS
     let segments = len.div_ceil(SEGMENT);
     let parts = map_blocks(n_rows * segments, 1, n_rows * len, |block| {
         let (r, s) = (block.start / segments, block.start % segments);
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::take();
         let cols = s * SEGMENT..((s + 1) * SEGMENT).min(len);
         dispatch(isa, SegmentStats(x.segment(r, cols, &mut scratch)))
     });
@@ -672,7 +672,7 @@ impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
     type Block = ();
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::take();
         if self.stats.is_none() && is_short(self.x.len()) {
             let (first, fetch) = (rows.start, fetch_rows(self.x, &mut scratch));
             short_row_batches::<E::Compute, FMA>(self.x.len(), rows, fetch, |batch, _, max, ls| {
@@ -752,7 +752,7 @@ impl<E: Element> RowKernel for Entropy<'_, '_, E> {
     type Block = ();
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::take();
         for (r, o) in rows.zip(out) {
             let row = self.0.row(r, &mut scratch);
             let h: CompensatedSum = row.iter().map(|p| entr(p.to_f64())).sum();
@@ -777,7 +777,7 @@ impl<E: Element> RowKernel for KlDivergence<'_, '_, E> {
     type Block = ();
     #[inline(always)]
     fn block<const FMA: bool>(&self, rows: Range<usize>, out: &mut [E::Compute]) {
-        let (mut sp, mut sq) = (Vec::new(), Vec::new());
+        let (mut sp, mut sq) = (Scratch::take(), Scratch::take());
         for (r, o) in rows.zip(out) {
             let (p, q) = (self.p.row(r, &mut sp), self.q.row(r, &mut sq));
             let kl: CompensatedSum = p
