@@ -8,12 +8,12 @@
 use super::error::KernelError;
 use super::parallel::rows_per_block;
 use super::real::{CompensatedSum, Element, Real, Scratch};
-use super::rows::{Rows, RowsMut};
+use super::rows::{RowReader, Rows, RowsMut};
 use super::short_rows::{self, ShortRows};
 use super::simd::{extremes_of, soft_target_sum, weighted_gap_sum, Isa};
 use super::softmax::{
-    max_sum, max_sum_prefetching, run_rows, run_rows_in_blocks, softmax_from_stats,
-    split_row_stats, MaxSum, RowKernel,
+    max_sum, max_sum_of, run_rows, run_rows_in_blocks, softmax_from_stats, split_row_stats, MaxSum,
+    RowKernel,
 };
 use super::vlog::VLog;
 use std::ops::Range;
@@ -262,12 +262,28 @@ impl<E: Element> RowKernel for CrossEntropyIndex<'_, '_, E> {
             }
             // Checked by `check_targets` before the rows are read.
             let t = t as usize;
-            let row = self.x.row(r, &mut scratch);
-            let full = match self.stats {
-                Some(all) => all[r],
-                None => max_sum_prefetching::<E::Compute, FMA>(row, self.x.stored_bytes(r + 1)),
+            // The whole row (in the compute type) only for smoothing or the gradient: else the
+            // statistics read it block by block, and the target's logit alone.
+            let (full, x_t, row) = if eps == 0.0 && self.grad.is_none() {
+                let full = self.stats.map_or_else(
+                    || {
+                        max_sum_of::<E::Compute, FMA>(&mut RowReader {
+                            rows: self.x,
+                            row: r,
+                            scratch: &mut scratch,
+                        })
+                    },
+                    |all| all[r],
+                );
+                (full, self.x.get(r, t), &[][..])
+            } else {
+                let row = self.x.row(r, &mut scratch);
+                let full = self
+                    .stats
+                    .map_or_else(|| max_sum::<E::Compute, FMA>(row), |all| all[r]);
+                (full, row[t], row)
             };
-            let nll = target_nll::<E::Compute, FMA>(full, row[t]);
+            let nll = target_nll::<E::Compute, FMA>(full, x_t);
             let w_t = self.options.weight_of(t);
             let loss = if eps == 0.0 {
                 w_t * nll

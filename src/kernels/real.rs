@@ -105,14 +105,6 @@ impl Ahead {
             start: x.as_ptr_range().end.cast(),
         }
     }
-
-    /// The part of `bytes` that elements `k..` of `n` stand for, in proportion.
-    pub fn within(bytes: &std::ops::Range<*const u8>, k: usize, n: usize) -> Self {
-        let len = (bytes.end as usize).saturating_sub(bytes.start as usize);
-        Ahead {
-            start: bytes.start.wrapping_add(len * k / n.max(1)),
-        }
-    }
 }
 
 /// Constants of the Cody-Waite `exp` in f32 (`exp(x) = 2^k exp(r)`, `|r| <= ln2/2`), shared

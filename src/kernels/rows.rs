@@ -2,7 +2,7 @@
 //! order), read in place: a row is handed out as a slice when it is contiguous and of the
 //! compute type, and gathered into a small per-thread buffer otherwise.
 
-use super::real::Element;
+use super::real::{Ahead, Element};
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use std::marker::PhantomData;
 
@@ -176,18 +176,6 @@ impl<'a, T: Element> Rows<'a, T> {
         self.segment(row, 0..self.len, scratch)
     }
 
-    /// The memory of row `row` as stored, when [`Rows::row`] would convert it from contiguous
-    /// elements of another type (what to prefetch before that conversion); else `None` (no
-    /// such row, elements strided, or stored in the compute type).
-    pub fn stored_bytes(&self, row: usize) -> Option<std::ops::Range<*const u8>> {
-        let native = T::as_compute(&[]).is_some();
-        if row >= self.n_rows || !(self.stride == 1 || self.len == 1) || native {
-            return None;
-        }
-        let start = self.start(row);
-        Some(start.cast()..start.wrapping_add(self.len).cast())
-    }
-
     /// Rows `rows` as one slice of the storage type, row after row, when the array lays them
     /// out so (rows contiguous and consecutive, e.g. the last axis of a C-order array); else
     /// `None`.
@@ -231,6 +219,55 @@ impl<'a, T: Element> Rows<'a, T> {
             unsafe { *start.offset(i as isize * self.stride) }.to_compute()
         }));
         scratch
+    }
+}
+
+/// A row read a block at a time (`softmax::max_sum_of`): its length, and elements `range` (at
+/// most a few thousand) in the compute type with where to prefetch while they are used.
+pub trait RowBlocks<F> {
+    fn row_len(&self) -> usize;
+    fn block(&mut self, range: std::ops::Range<usize>) -> (&[F], Ahead);
+}
+
+impl<F> RowBlocks<F> for &[F] {
+    fn row_len(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn block(&mut self, range: std::ops::Range<usize>) -> (&[F], Ahead) {
+        let block = &self[range];
+        (block, Ahead::after(block))
+    }
+}
+
+/// Row `row` of `rows` as [`RowBlocks`]: a row stored in another type (or strided) is
+/// converted a block at a time into `scratch`, which stays in L1, rather than whole into a
+/// copy that the statistics then read back from L2; each block prefetches the stored bytes
+/// that follow it (the row's next blocks, then the next row's).
+#[derive(Debug)]
+pub struct RowReader<'r, 'a, T: Element> {
+    pub rows: &'r Rows<'a, T>,
+    pub row: usize,
+    pub scratch: &'r mut Vec<T::Compute>,
+}
+
+impl<T: Element> RowBlocks<T::Compute> for RowReader<'_, '_, T> {
+    fn row_len(&self) -> usize {
+        self.rows.len
+    }
+    #[inline(always)]
+    fn block(&mut self, range: std::ops::Range<usize>) -> (&[T::Compute], Ahead) {
+        let after = self
+            .rows
+            .start(self.row)
+            .wrapping_offset(range.end as isize * self.rows.stride);
+        let block = self.rows.segment(self.row, range, self.scratch);
+        (
+            block,
+            Ahead {
+                start: after.cast(),
+            },
+        )
     }
 }
 

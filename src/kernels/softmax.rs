@@ -4,7 +4,7 @@
 use super::binary::same_type;
 use super::parallel::{map_blocks, map_blocks_with_output, rows_per_block};
 use super::real::{Ahead, CompensatedSum, Element, Real, Scratch};
-use super::rows::{Rows, RowsMut};
+use super::rows::{RowBlocks, RowReader, Rows, RowsMut};
 use super::short_rows;
 use super::simd::{
     dispatch, exp_sub, extremes_and_unshifted_sum, extremes_of, write_log_softmax, Isa, SimdTask,
@@ -120,30 +120,22 @@ impl<F: Real> MaxSum<F> {
 /// f64.
 #[inline(always)]
 pub fn max_sum<F: Real, const FMA: bool>(x: &[F]) -> MaxSum<F> {
-    max_sum_prefetching::<F, FMA>(x, None)
+    max_sum_of::<F, FMA>(&mut &x[..])
 }
 
-/// [`max_sum`] of a row converted from its stored type (`x` a copy in the compute type),
-/// prefetching `next_stored`, the next row as stored, instead of what follows each block of
-/// the copy: the conversion of the next row then reads the cache, not memory (the exponential
-/// loops are compute-bound; the conversion alone is not).
+/// [`max_sum`] of a row handed out block by block (a row stored in another type is converted
+/// a block at a time: [`RowReader`](super::rows::RowReader)).
 #[inline(always)]
-pub fn max_sum_prefetching<F: Real, const FMA: bool>(
-    x: &[F],
-    next_stored: Option<Range<*const u8>>,
-) -> MaxSum<F> {
+pub fn max_sum_of<F: Real, const FMA: bool>(row: &mut impl RowBlocks<F>) -> MaxSum<F> {
+    let n = row.row_len();
     let mut acc = MaxSum::EMPTY;
-    let counting = x.len() < UNCOUNTED_MIN_BLOCKS * ROW_BLOCK;
+    let counting = n < UNCOUNTED_MIN_BLOCKS * ROW_BLOCK;
     let mut unshifted = Unshifted::new(counting);
     // Rows short enough for the batched path keep its shifted sums: the same bits either way.
-    let unshifted_range = F::UNSHIFTED.filter(|_| !is_short(x.len()));
-    for (b, block) in x.chunks(ROW_BLOCK).enumerate() {
-        // A converted row is wider than its stored bytes: their parts overlap (a second
-        // prefetch of a line in the cache costs one load).
-        let ahead = match &next_stored {
-            Some(bytes) => Ahead::within(bytes, b * ROW_BLOCK, x.len()),
-            None => Ahead::after(block),
-        };
+    let unshifted_range = F::UNSHIFTED.filter(|_| !is_short(n));
+    for start in (0..n).step_by(ROW_BLOCK) {
+        let range = start..n.min(start + ROW_BLOCK);
+        let (block, ahead) = row.block(range.clone());
         // Blocks summed whole take their extremes and (AVX2, f32) their sum in one pass.
         let (lowest, m, whole_sum) = if unshifted_range.is_some() && !counting {
             extremes_and_unshifted_sum::<F, FMA>(block, ahead)
@@ -155,7 +147,7 @@ pub fn max_sum_prefetching<F: Real, const FMA: bool>(
         let unshifted_block =
             unshifted_range.is_some_and(|(low, high)| low <= lowest && lowest <= m && m <= high);
         if unshifted_block {
-            unshifted.add::<FMA>(block, m, whole_sum, ahead);
+            unshifted.add::<FMA>(range, block, m, whole_sum, ahead);
         } else if m.is_finite() {
             let (count, rest) = F::sum_exp::<FMA>(block, m, lowest, ahead);
             acc = acc.merge(MaxSum {
@@ -179,7 +171,7 @@ pub fn max_sum_prefetching<F: Real, const FMA: bool>(
             });
         }
     }
-    acc.merge(unshifted.stats::<FMA>())
+    acc.merge(unshifted.stats::<FMA>(row))
 }
 
 /// Rows of at least this many blocks sum their unshifted exponentials without setting the
@@ -198,38 +190,45 @@ const UNCOUNTED_MIN_BLOCKS: usize = 4;
 ///   and `rest` the whole sum. Below 2 the maximum is unique (each adds 1), and the block that
 ///   holds it is summed again with it set apart: the tiny rest of a confident row keeps its
 ///   digits.
-struct Unshifted<'a, F> {
+struct Unshifted<F> {
     counting: bool,
     max: F,
     count: f64,
     /// `Σ exp(x)` over the elements not counted: (not `counting`) those outside `max_block`.
     sum: f64,
-    max_block: &'a [F],
+    max_block: Range<usize>,
     max_block_sum: f64,
 }
 
-impl<'a, F: Real> Unshifted<'a, F> {
+impl<F: Real> Unshifted<F> {
     fn new(counting: bool) -> Self {
         Unshifted {
             counting,
             max: F::NEG_INFINITY,
             count: 0.0,
             sum: 0.0,
-            max_block: &[],
+            max_block: 0..0,
             max_block_sum: 0.0,
         }
     }
 
-    /// Adds a block whose largest element is `m` (and, not `counting`, whose `Σ exp(x)` may
-    /// be known already: `whole_sum`).
+    /// Adds the block `range` of the row, `block`, whose largest element is `m` (and, not
+    /// `counting`, whose `Σ exp(x)` may be known already: `whole_sum`).
     #[inline(always)]
-    fn add<const FMA: bool>(&mut self, block: &'a [F], m: F, whole_sum: Option<F>, ahead: Ahead) {
+    fn add<const FMA: bool>(
+        &mut self,
+        range: Range<usize>,
+        block: &[F],
+        m: F,
+        whole_sum: Option<F>,
+        ahead: Ahead,
+    ) {
         if !self.counting {
             let sum =
                 whole_sum.unwrap_or_else(|| F::sum_exp_unshifted::<FMA, false>(block, m, ahead).1);
             if m > self.max {
                 self.sum += self.max_block_sum;
-                (self.max, self.max_block, self.max_block_sum) = (m, block, sum.to_f64());
+                (self.max, self.max_block, self.max_block_sum) = (m, range, sum.to_f64());
             } else {
                 self.sum += sum.to_f64();
             }
@@ -245,8 +244,8 @@ impl<'a, F: Real> Unshifted<'a, F> {
         self.sum += sum.to_f64();
     }
 
-    /// As [`MaxSum`] (`EMPTY` for no block).
-    fn stats<const FMA: bool>(&self) -> MaxSum<F> {
+    /// As [`MaxSum`] (`EMPTY` for no block), `row` the row the blocks came from.
+    fn stats<const FMA: bool>(&self, row: &mut impl RowBlocks<F>) -> MaxSum<F> {
         let empty = if self.counting {
             self.count == 0.0
         } else {
@@ -272,8 +271,8 @@ impl<'a, F: Real> Unshifted<'a, F> {
                 rest: whole,
             };
         }
-        let block = self.max_block;
-        let (count, rest) = F::sum_exp_unshifted::<FMA, true>(block, self.max, Ahead::after(block));
+        let (block, ahead) = row.block(self.max_block.clone());
+        let (count, rest) = F::sum_exp_unshifted::<FMA, true>(block, self.max, ahead);
         MaxSum {
             max: self.max,
             count: count.to_f64(),
@@ -686,10 +685,11 @@ impl<E: Element> RowKernel for LogSumExp<'_, '_, E> {
         for (r, o) in rows.zip(out) {
             let stats = match self.stats {
                 Some(all) => all[r],
-                None => {
-                    let next = self.x.stored_bytes(r + 1);
-                    max_sum_prefetching::<E::Compute, FMA>(self.x.row(r, &mut scratch), next)
-                }
+                None => max_sum_of::<E::Compute, FMA>(&mut RowReader {
+                    rows: self.x,
+                    row: r,
+                    scratch: &mut scratch,
+                }),
             };
             *o = E::Compute::from_f64(stats.log_sum_exp());
         }
@@ -809,6 +809,52 @@ mod tests {
     fn lse_exact(x: &[f64]) -> f64 {
         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+    }
+
+    /// A float16 row's statistics read a block at a time (converted into a small buffer, or
+    /// gathered when strided) are bitwise those of the row converted whole: every block kind
+    /// (counted, unshifted, shifted), the recount of a confident row's maximum block.
+    #[test]
+    fn row_statistics_block_by_block_match_the_converted_row() {
+        use half::f16;
+        for n in [5usize, 1000, 3000, 4096, 5000, 9000] {
+            for case in ["plain", "confident", "out_of_range"] {
+                let mut v: Vec<f16> = (0..n)
+                    .map(|i| f16::from_f32(((i * 37) % 101) as f32 * 0.05 - 2.0))
+                    .collect();
+                match case {
+                    "confident" => v[n * 2 / 3] = f16::from_f32(60.0),
+                    "out_of_range" => v[n / 2] = f16::from_f32(300.0),
+                    _ => {}
+                }
+                let converted: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                let contiguous = ndarray::Array2::from_shape_vec((1, n), v.clone()).unwrap();
+                let strided = ndarray::Array2::from_shape_fn((n, 2), |(i, _)| v[i]);
+                let readers = [
+                    Rows::new(contiguous.view().into_dyn(), 1),
+                    Rows::new(strided.view().into_dyn(), 0),
+                ];
+                for rows in &readers {
+                    let mut scratch = Vec::new();
+                    let mut reader = RowReader {
+                        rows,
+                        row: 0,
+                        scratch: &mut scratch,
+                    };
+                    let bits = |s: MaxSum<f32>| (s.max.to_bits(), s.count, s.rest.to_bits());
+                    assert_eq!(
+                        bits(max_sum_of::<f32, false>(&mut reader)),
+                        bits(max_sum::<f32, false>(&converted)),
+                        "{n} {case} portable"
+                    );
+                    assert_eq!(
+                        bits(max_sum_of::<f32, true>(&mut reader)),
+                        bits(max_sum::<f32, true>(&converted)),
+                        "{n} {case} fused"
+                    );
+                }
+            }
+        }
     }
 
     /// Found by `scripts/fuzz_cargo.sh`: a huge gap between two finite logits made the AVX2 sum
