@@ -240,3 +240,80 @@ def test_errors_are_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixtu
     assert len(lines) == 1
     assert lines[0].startswith("xent-rs: error:")
     assert "Traceback" not in captured.err
+
+
+def _run_file(tmp_path: Path, name: str, xent: float | None, torch: float) -> str:
+    """A minimal ``bench --json`` output: one case timed by xent_rs (unless None) and torch."""
+    rows: list[dict[str, Any]] = [
+        {"case": "ce case", "key": "ce", "impl": "floor", "status": "ok", "x_floor": 1.0},
+        {"case": "ce case", "key": "ce", "impl": "torch", "status": "ok", "x_floor": torch},
+        {
+            "case": "threads case",
+            "key": "threads",
+            "impl": "2 threads",
+            "status": "ok",
+            "x_floor": None,
+            "speedup_vs_1_thread": 1.8,
+        },
+    ]
+    if xent is not None:
+        rows.insert(
+            1, {"case": "ce case", "key": "ce", "impl": "xent_rs", "status": "ok", "x_floor": xent}
+        )
+    path = tmp_path / name
+    path.write_text(json.dumps({"rows": rows}))
+    return str(path)
+
+
+def test_bench_combine_prints_medians_and_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [
+        _run_file(tmp_path, "a.json", 1.5, 10.0),
+        _run_file(tmp_path, "b.json", None, 12.0),
+        _run_file(tmp_path, "c.json", 1.1, 11.0),
+    ]
+    assert main(["bench", "--combine", *runs]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    xent = next(line for line in lines if "xent_rs" in line).split()
+    # median of the two runs that timed it; the run without it shows "-"
+    assert xent[-4:] == ["1.3", "(1.5,", "-,", "1.1)"]
+    torch = next(line for line in lines if " torch " in line).split()
+    assert torch[-4:] == ["11", "(10,", "12,", "11)"]
+    assert any("(speedup)" in line and line.split()[-4] == "1.8" for line in lines)
+    assert not any(" floor " in line for line in lines)
+
+
+def test_bench_combine_plots_the_medians(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    runs = [_run_file(tmp_path, f"{i}.json", 1.0 + i, 10.0) for i in range(2)]
+    png = tmp_path / "chart.png"
+    assert main(["bench", "--combine", *runs, "--plot", str(png)]) == 0
+    assert png.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "at least two"),
+        ("{not json", "is not a bench --json output"),
+        ('{"rows": 3}', "is not a bench --json output"),
+    ],
+)
+def test_bench_combine_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    good = _run_file(tmp_path, "good.json", 1.0, 10.0)
+    argv = ["bench", "--combine", good]
+    if content is not None:
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        argv.append(str(bad))
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_combine_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _run_file(tmp_path, "good.json", 1.0, 10.0)
+    assert main(["bench", "--combine", good, str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -1243,6 +1243,76 @@ def _plot(rows: Sequence[Row], path: str, title: str) -> bool:
     return True
 
 
+def combine(paths: Sequence[str], *, plot: str | None = None, stream: TextIO | None = None) -> int:
+    """Print the median ``xfloor`` of each case and implementation over several ``--json`` runs.
+
+    Each line: the case, the implementation, the median over the runs that timed it, then every
+    run's value in the order given (``-`` where a run did not). The threads case's speedup and
+    the memory case's extra peak follow. With ``plot``, the chart of the medians.
+    """
+    out = sys.stdout if stream is None else stream
+    if len(paths) < 2:
+        raise BenchError("--combine: give at least two --json outputs")
+    runs: list[list[dict[str, Any]]] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                report = json.load(f)
+            rows = report["rows"]
+            if not isinstance(rows, list):
+                raise TypeError("rows is not a list")
+        except OSError as exc:
+            raise BenchError(f"--combine: cannot read {path!r}: {exc.strerror}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BenchError(f"--combine: {path!r} is not a bench --json output ({exc})") from exc
+        runs.append(rows)
+
+    def values(key: str, impl: str, field: str) -> list[float | None]:
+        found: list[float | None] = []
+        for rows in runs:
+            hit = [
+                r[field]
+                for r in rows
+                if r.get("key") == key and r.get("impl") == impl and r.get(field) is not None
+            ]
+            found.append(float(hit[0]) if hit else None)
+        return found
+
+    def line(label: str, impl: str, vs: list[float | None]) -> Row | None:
+        got = [v for v in vs if v is not None]
+        if not got:
+            return None
+        median = statistics.median(got)
+        runs_text = ", ".join("-" if v is None else f"{v:.3g}" for v in vs)
+        print(f"{label:<{width}}  {impl:<{IMPL_WIDTH}}  {median:>8.3g}  ({runs_text})", file=out)
+        return Row(case=label, key="", impl=impl, x_floor=median)
+
+    pairs = list(dict.fromkeys((r.get("key"), r.get("case"), r.get("impl")) for r in runs[0]))
+    suffix = {"threads": " (speedup)", "memory": " (% of input)"}
+    width = max([len(str(case)) + len(suffix.get(str(key), "")) for key, case, _ in pairs] + [4])
+    print(f"{'case':<{width}}  {'impl':<{IMPL_WIDTH}}  {TIMES + 'floor':>8}  (each run)", file=out)
+    medians: list[Row] = []
+    for key, case, impl in pairs:
+        if impl == "floor" or key in ("threads", "memory"):
+            continue
+        row = line(str(case), str(impl), values(str(key), str(impl), "x_floor"))
+        if row is not None:
+            medians.append(row)
+    for key, measure in (
+        ("threads", "speedup_vs_1_thread"),
+        ("memory", "extra_peak_pct_of_input"),
+    ):
+        for k, case, impl in pairs:
+            if k == key:
+                line(f"{case}{suffix[key]}", str(impl), values(key, str(impl), measure))
+    print(f"note: median over {len(runs)} runs: {', '.join(paths)}", file=out)
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise BenchError("install matplotlib to plot (--plot)")
+        _plot(medians, plot, f"xent-rs bench: time / floor, median of {len(runs)} runs")
+    return 0
+
+
 def run(
     *,
     quick: bool = False,

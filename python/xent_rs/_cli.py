@@ -91,6 +91,13 @@ def _add_bench(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="RUN.json",
+        help="run nothing: print the median time/floor of each case over these --json outputs "
+        "(and each run's value); --plot draws the medians",
+    )
     p.set_defaults(handler=_cmd_bench)
 
 
@@ -98,6 +105,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.list:
         _bench.list_cases(sys.stdout)
         return 0
+    if args.combine:
+        return _bench.combine(args.combine, plot=args.plot)
     return _bench.run(
         quick=args.quick,
         repeat=args.repeat,
