@@ -257,11 +257,10 @@ impl<T: Element> RowBlocks<T::Compute> for RowReader<'_, '_, T> {
     }
     #[inline(always)]
     fn block(&mut self, range: std::ops::Range<usize>) -> (&[T::Compute], Ahead) {
-        let after = self
-            .rows
-            .start(self.row)
-            .wrapping_offset(range.end as isize * self.rows.stride);
-        let block = self.rows.segment(self.row, range, self.scratch);
+        let (rows, row, end) = (self.rows, self.row, range.end);
+        let block = rows.segment(row, range, self.scratch);
+        // After `segment`'s bounds check: `row` is a row of the array.
+        let after = rows.start(row).wrapping_offset(end as isize * rows.stride);
         (
             block,
             Ahead {
