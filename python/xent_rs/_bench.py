@@ -1253,6 +1253,8 @@ def combine(paths: Sequence[str], *, plot: str | None = None, stream: TextIO | N
     out = sys.stdout if stream is None else stream
     if len(paths) < 2:
         raise BenchError("--combine: give at least two --json outputs")
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise BenchError("install matplotlib to plot (--plot)")
     runs: list[list[dict[str, Any]]] = []
     for path in paths:
         try:
@@ -1307,8 +1309,6 @@ def combine(paths: Sequence[str], *, plot: str | None = None, stream: TextIO | N
                 line(f"{case}{suffix[key]}", str(impl), values(key, str(impl), measure))
     print(f"note: median over {len(runs)} runs: {', '.join(paths)}", file=out)
     if plot is not None:
-        if importlib.util.find_spec("matplotlib") is None:
-            raise BenchError("install matplotlib to plot (--plot)")
         _plot(medians, plot, f"xent-rs bench: time / floor, median of {len(runs)} runs")
     return 0
 

@@ -250,18 +250,28 @@ pub fn extremes_f32(x: &[f32]) -> (f32, f32) {
             high[k] = _mm256_max_ps(v, high[k]);
         }
     }
-    let mut lows = [0.0f32; 8];
-    let mut highs = [0.0f32; 8];
+    fold_extremes_f32(
+        _mm256_min_ps(low[0], low[1]),
+        _mm256_max_ps(high[0], high[1]),
+        extremes(chunks.remainder()),
+    )
+}
+
+/// The extremes of the lanes `low` and `high` (neither holding NaN) and of `rest`, the
+/// extremes of the elements outside them.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn fold_extremes_f32(low: __m256, high: __m256, rest: (f32, f32)) -> (f32, f32) {
+    let (mut lows, mut highs) = ([0.0f32; 8], [0.0f32; 8]);
     // SAFETY: each array holds 8 f32.
     unsafe {
-        _mm256_storeu_ps(lows.as_mut_ptr(), _mm256_min_ps(low[0], low[1]));
-        _mm256_storeu_ps(highs.as_mut_ptr(), _mm256_max_ps(high[0], high[1]));
+        _mm256_storeu_ps(lows.as_mut_ptr(), low);
+        _mm256_storeu_ps(highs.as_mut_ptr(), high);
     }
     // Neither side holds NaN (`extremes` skips it).
-    let (rest_low, rest_high) = extremes(chunks.remainder());
     (
-        extremes(&lows).0.min(rest_low),
-        extremes(&highs).1.max(rest_high),
+        extremes(&lows).0.min(rest.0),
+        extremes(&highs).1.max(rest.1),
     )
 }
 
@@ -455,18 +465,8 @@ pub fn extremes_and_sum_exp_unshifted_f32(x: &[f32], ahead: Ahead) -> (f32, f32,
             start_unshifted_tail_f32::<false>(part, vm, count)
         },
     );
-    let (mut lows, mut highs) = ([0.0f32; 8], [0.0f32; 8]);
-    // SAFETY: each array holds 8 f32.
-    unsafe {
-        _mm256_storeu_ps(lows.as_mut_ptr(), low);
-        _mm256_storeu_ps(highs.as_mut_ptr(), high);
-    }
-    // Neither side holds NaN (`extremes` skips it).
-    (
-        extremes(&lows).0.min(tail_extremes.0),
-        extremes(&highs).1.max(tail_extremes.1),
-        sum,
-    )
+    let (lowest, highest) = fold_extremes_f32(low, high, tail_extremes);
+    (lowest, highest, sum)
 }
 
 /// [`start_unshifted_f32`] of the last, partial vector `part` (fewer than 8 elements).

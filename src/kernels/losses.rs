@@ -80,11 +80,7 @@ impl<F: Real> ClassOptions<'_, F> {
     /// error (up to `n_classes` roundings) would show in an f64 loss.
     fn weight_sum(&self, n_classes: usize) -> f64 {
         self.weight.map_or(n_classes as f64, |w| {
-            let mut sum = CompensatedSum::default();
-            for v in w {
-                sum.add(v.to_f64());
-            }
-            sum.value()
+            w.iter().map(|v| v.to_f64()).sum::<CompensatedSum>().value()
         })
     }
 }
