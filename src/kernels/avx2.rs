@@ -289,18 +289,27 @@ pub fn extremes_f64(x: &[f64]) -> (f64, f64) {
             high[k] = _mm256_max_pd(v, high[k]);
         }
     }
-    let mut lows = [0.0f64; 4];
-    let mut highs = [0.0f64; 4];
+    fold_extremes_f64(
+        _mm256_min_pd(low[0], low[1]),
+        _mm256_max_pd(high[0], high[1]),
+        extremes(chunks.remainder()),
+    )
+}
+
+/// f64 twin of [`fold_extremes_f32`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn fold_extremes_f64(low: __m256d, high: __m256d, rest: (f64, f64)) -> (f64, f64) {
+    let (mut lows, mut highs) = ([0.0f64; 4], [0.0f64; 4]);
     // SAFETY: each array holds 4 f64.
     unsafe {
-        _mm256_storeu_pd(lows.as_mut_ptr(), _mm256_min_pd(low[0], low[1]));
-        _mm256_storeu_pd(highs.as_mut_ptr(), _mm256_max_pd(high[0], high[1]));
+        _mm256_storeu_pd(lows.as_mut_ptr(), low);
+        _mm256_storeu_pd(highs.as_mut_ptr(), high);
     }
     // Neither side holds NaN (`extremes` skips it).
-    let (rest_low, rest_high) = extremes(chunks.remainder());
     (
-        extremes(&lows).0.min(rest_low),
-        extremes(&highs).1.max(rest_high),
+        extremes(&lows).0.min(rest.0),
+        extremes(&highs).1.max(rest.1),
     )
 }
 
@@ -578,6 +587,116 @@ fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
     m: f64,
     ahead: Ahead,
 ) -> (f64, f64) {
+    sum_exp_f64_by(
+        x,
+        m,
+        ahead,
+        |v, vm, count| start_term_f64::<IN_RANGE, WITHIN_MAX>(v, vm, count),
+        |part, vm, count| start_term_f64::<false, false>(load_partial_f64(part), vm, count),
+    )
+}
+
+/// f64 twin of [`sum_exp_unshifted_f32`] (every element within `Real::UNSHIFTED`, -708 to
+/// 600): about 16 operations a vector where [`sum_exp_f64`] takes 24, and with
+/// [`extremes_and_sum_exp_unshifted_f64`] no separate pass for the extremes.
+#[target_feature(enable = "avx2,fma")]
+pub fn sum_exp_unshifted_f64<const COUNT_MAXIMA: bool>(
+    x: &[f64],
+    m: f64,
+    ahead: Ahead,
+) -> (f64, f64) {
+    debug_assert!(x.len() <= 4096);
+    let all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+    sum_exp_f64_by(
+        x,
+        m,
+        ahead,
+        |v, vm, count| start_unshifted_f64::<COUNT_MAXIMA>(v, vm, count, all),
+        |part, vm, count| start_unshifted_tail_f64::<COUNT_MAXIMA>(part, vm, count),
+    )
+}
+
+/// f64 twin of [`extremes_and_sum_exp_unshifted_f32`].
+#[target_feature(enable = "avx2,fma")]
+pub fn extremes_and_sum_exp_unshifted_f64(x: &[f64], ahead: Ahead) -> (f64, f64, f64) {
+    debug_assert!(x.len() <= 4096);
+    let all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+    let (mut low, mut high) = (
+        _mm256_set1_pd(f64::INFINITY),
+        _mm256_set1_pd(f64::NEG_INFINITY),
+    );
+    let mut tail_extremes = (f64::INFINITY, f64::NEG_INFINITY);
+    let (_, sum) = sum_exp_f64_by(
+        x,
+        0.0,
+        ahead,
+        |v, vm, count| {
+            low = _mm256_min_pd(v, low);
+            high = _mm256_max_pd(v, high);
+            start_unshifted_f64::<false>(v, vm, count, all)
+        },
+        |part, vm, count| {
+            let (part_low, part_high) = extremes(part);
+            tail_extremes = (
+                tail_extremes.0.min(part_low),
+                tail_extremes.1.max(part_high),
+            );
+            start_unshifted_tail_f64::<false>(part, vm, count)
+        },
+    );
+    let (lowest, highest) = fold_extremes_f64(low, high, tail_extremes);
+    (lowest, highest, sum)
+}
+
+/// f64 twin of [`start_unshifted_tail_f32`] (fewer than 4 elements).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn start_unshifted_tail_f64<const COUNT_MAXIMA: bool>(
+    part: &[f64],
+    vm: __m256d,
+    count: &mut __m256i,
+) -> ExpStart<__m256d> {
+    let within = lanes_below_f64(part.len());
+    // SAFETY: the mask only enables lanes below `part.len()`; the others load as 0.
+    let v = unsafe { _mm256_maskload_pd(part.as_ptr(), within) };
+    start_unshifted_f64::<COUNT_MAXIMA>(v, vm, count, _mm256_castsi256_pd(within))
+}
+
+/// f64 twin of [`start_unshifted_f32`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn start_unshifted_f64<const COUNT_MAXIMA: bool>(
+    v: __m256d,
+    vm: __m256d,
+    count: &mut __m256i,
+    within: __m256d,
+) -> ExpStart<__m256d> {
+    let (t, r) = reduce_f64(v, v, exp64::SHIFT + 1023.0);
+    let pow2k = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
+    let start = ExpStart {
+        r,
+        scale: _mm256_and_pd(within, pow2k),
+    };
+    if !COUNT_MAXIMA {
+        return start;
+    }
+    let is_max = _mm256_and_pd(within, _mm256_cmp_pd::<_CMP_EQ_OQ>(v, vm));
+    *count = _mm256_sub_epi64(*count, _mm256_castpd_si256(is_max));
+    start.masked_f64(is_max)
+}
+
+/// The loop of [`sum_exp_f64`] and [`sum_exp_unshifted_f64`] (as [`sum_exp_f32_by`], four
+/// registers of partial sums), `start` beginning the terms of a whole vector and `start_tail`
+/// those of a last, partial one.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn sum_exp_f64_by(
+    x: &[f64],
+    m: f64,
+    ahead: Ahead,
+    mut start: impl FnMut(__m256d, __m256d, &mut __m256i) -> ExpStart<__m256d>,
+    mut start_tail: impl FnMut(&[f64], __m256d, &mut __m256i) -> ExpStart<__m256d>,
+) -> (f64, f64) {
     let vm = _mm256_set1_pd(m);
     let mut rest = [_mm256_setzero_pd(); 4];
     // One counter for all four vectors (an exact integer sum): a register each, beside the
@@ -597,7 +716,7 @@ fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
         for (k, n) in next.iter_mut().enumerate() {
             // SAFETY: `c` holds 16 f64, so 4 from `4k` for `k < 4`.
             let v = unsafe { _mm256_loadu_pd(c[4 * k..].as_ptr()) };
-            *n = start_term_f64::<IN_RANGE, WITHIN_MAX>(v, vm, &mut count);
+            *n = start(v, vm, &mut count);
         }
         for (r, s) in rest.iter_mut().zip(started) {
             *r = _mm256_add_pd(*r, exp_f64_finish(s));
@@ -609,8 +728,7 @@ fn sum_exp_f64_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
     }
     let tail = chunks.remainder();
     for (j, part) in tail.chunks(4).enumerate() {
-        let v = load_partial_f64(part);
-        let s = start_term_f64::<false, false>(v, vm, &mut count);
+        let s = start_tail(part, vm, &mut count);
         rest[j] = _mm256_add_pd(rest[j], exp_f64_finish(s));
     }
     let rest = _mm256_add_pd(
@@ -864,7 +982,25 @@ pub fn binary_prob_losses_f32(
 fn pipelined_chunks<S: Copy>(
     x: &[f32],
     t: &[f32],
-    mut out: Option<&mut [f32]>,
+    out: Option<&mut [f32]>,
+    hi: &mut [f64; 4],
+    start: impl Fn(__m256, __m256, __m256, __m256) -> (__m256, S),
+    finish: impl Fn(S, Option<&mut [f32]>) -> [__m256d; 4],
+) -> usize {
+    // A loop for each: without an output (the reductions) nothing in it tests or slices one.
+    match out {
+        Some(o) => pipelined_loop::<S, true>(x, t, o, hi, start, finish),
+        None => pipelined_loop::<S, false>(x, t, &mut [], hi, start, finish),
+    }
+}
+
+/// [`pipelined_chunks`], the losses written into `out` if `WRITE`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pipelined_loop<S: Copy, const WRITE: bool>(
+    x: &[f32],
+    t: &[f32],
+    out: &mut [f32],
     hi: &mut [f64; 4],
     start: impl Fn(__m256, __m256, __m256, __m256) -> (__m256, S),
     finish: impl Fn(S, Option<&mut [f32]>) -> [__m256d; 4],
@@ -899,12 +1035,12 @@ fn pipelined_chunks<S: Copy>(
     loop {
         let (next_inside, next) = start_chunk((c + 1).min(chunks - 1));
         let go_on = c + 1 < chunks && next_inside;
-        // A `match`, not `Option::map`: LLVM kept that a call in the loop, which spilled every
-        // register (6-9% of the f32 binary losses on two threads).
-        #[allow(clippy::manual_map)]
-        let o = match out.as_deref_mut() {
-            Some(o) => Some(&mut o[16 * c..16 * c + 16]),
-            None => None,
+        // Not `Option::map`: LLVM kept that a call in the loop, which spilled every register
+        // (6-9% of the f32 binary losses on two threads).
+        let o = if WRITE {
+            Some(&mut out[16 * c..16 * c + 16])
+        } else {
+            None
         };
         sum = add_chunk(finish(current, o), sum);
         c += 1;
@@ -1124,13 +1260,20 @@ fn lanes_below_f32(len: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), lane)
 }
 
+/// f64 twin of [`lanes_below_f32`] (64-bit lanes, `len` at most 4).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lanes_below_f64(len: usize) -> __m256i {
+    debug_assert!(len <= 4);
+    let lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    _mm256_cmpgt_epi64(_mm256_set1_epi64x(len as i64), lane)
+}
+
 /// f64 twin of [`load_partial_f32`] (up to 4 values).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn load_partial_f64(part: &[f64]) -> __m256d {
-    debug_assert!(part.len() <= 4);
-    let lane = _mm256_setr_epi64x(0, 1, 2, 3);
-    let mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(part.len() as i64), lane);
+    let mask = lanes_below_f64(part.len());
     // SAFETY: the mask only enables lanes below `part.len()`.
     let v = unsafe { _mm256_maskload_pd(part.as_ptr(), mask) };
     _mm256_blendv_pd(

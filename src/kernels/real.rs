@@ -51,10 +51,17 @@ pub trait Real:
     /// lower; a close one lets the AVX2 loop leave out the clamps of far arguments.
     /// The AVX2 loop prefetches `ahead` while it computes.
     fn sum_exp<const FMA: bool>(x: &[Self], m: Self, lowest: Self, ahead: Ahead) -> (Self, Self);
-    /// The closed range of `x` (-87 to 80 in f32) within which `exp(x)` needs no shift: it is
-    /// a normal number, and the sum of 4096 of them is finite. None in f64, where scaling such
-    /// a sum by `exp(-max)` at the end would cost an eps of its own.
+    /// The closed range of `x` (-87 to 80 in f32, -708 to 600 in f64) within which `exp(x)`
+    /// needs no shift: it is a normal number, the sum of 4096 of them is finite in the
+    /// compute type, and the f64 sum of any row's block sums too (f64: `e^600` times 2^100).
     const UNSHIFTED: Option<(Self, Self)>;
+    /// `sum exp(-m)` for an `m` within [`Real::UNSHIFTED`]: an unshifted sum scaled once.
+    /// f32 sums take f64's `exp`; f64 sums a double-double `exp(-m)` ([`times_exp_neg`]),
+    /// so that the scaling costs a rounding, not an eps of its own.
+    #[inline(always)]
+    fn times_exp_neg(sum: f64, m: Self) -> f64 {
+        sum * (-m.to_f64()).exp()
+    }
     /// `Σ exp(x)` without a shift, as [`Real::sum_exp`]'s `(count of elements equal to m, sum
     /// of the rest)`, for at most 4096 elements within [`Real::UNSHIFTED`] (NaN aside) and `m`
     /// one of them: the argument is exact, so there is no rounding error of `x - m` to carry
@@ -105,6 +112,52 @@ impl Ahead {
             start: x.as_ptr_range().end.cast(),
         }
     }
+}
+
+/// `sum exp(-m)` for `m` in `[-708, 708]`, `exp(-m)` a double-double within 2^-58 (`hi + lo`,
+/// checked against mpmath): `2^-j exp(y)` with `y = -(m - j ln2)` (`|y| <= ln2/2`, `ln2` in
+/// two parts, the first product exact), `exp(y) = (1 + y + y^2/2) + y^3 P(y)` with the leading
+/// terms added exactly and `P` (`1/(k + 3)!`, k < 13) in plain f64, then the second part of
+/// `ln2` as a factor `1 + c`. Scalar, once per row: about 40 operations.
+pub fn times_exp_neg(sum: f64, m: f64) -> f64 {
+    const P: [f64; 13] = [
+        0.166_666_666_666_666_66,
+        0.041_666_666_666_666_664,
+        0.008_333_333_333_333_333,
+        0.001_388_888_888_888_889,
+        0.000_198_412_698_412_698_4,
+        2.480_158_730_158_73e-5,
+        2.755_731_922_398_589_3e-6,
+        2.755_731_922_398_589e-7,
+        2.505_210_838_544_172e-8,
+        2.087_675_698_786_81e-9,
+        1.605_904_383_682_161_3e-10,
+        1.147_074_559_772_972_5e-11,
+        7.647_163_731_819_816e-13,
+    ];
+    let two_sum = |a: f64, b: f64| {
+        let s = a + b;
+        (s, f64::sub_error(a, -b, s))
+    };
+    let fast_two_sum = |a: f64, b: f64| {
+        let s = a + b;
+        (s, b - (s - a))
+    };
+    let j = (m * std::f64::consts::LOG2_E).round();
+    // Exact: `j ln2_hi` is, and within a factor 2 of `m` when `j` is not 0.
+    let y = j.mul_add(exp64::LN2_HI, -m);
+    let y_lo = j * exp64::LN2_LO;
+    let tail = y * y * y * P.iter().rev().fold(0.0f64, |p, &c| p.mul_add(y, c));
+    let (s, s_err) = two_sum(1.0, y);
+    let half_square = 0.5 * y * y;
+    let square_err = (0.5 * y).mul_add(y, -half_square);
+    let (s, s2_err) = two_sum(s, half_square);
+    let (hi, lo) = fast_two_sum(s, (s_err + s2_err) + (square_err + tail));
+    let c = y_lo.mul_add(0.5 * y_lo, y_lo);
+    let (hi, lo) = fast_two_sum(hi, lo + (hi * c + lo * c));
+    // 2^-j, a normal number for `j` in [-1021, 1021].
+    let scale = f64::from_bits(((1023 - j as i64) as u64) << 52);
+    sum.mul_add(hi, sum * lo) * scale
 }
 
 /// Constants of the Cody-Waite `exp` in f32 (`exp(x) = 2^k exp(r)`, `|r| <= ln2/2`), shared
@@ -299,7 +352,25 @@ impl Real for f64 {
     const NAN: Self = f64::NAN;
     const LANES: usize = 4;
     const MANTISSA_DIGITS: u32 = f64::MANTISSA_DIGITS;
-    const UNSHIFTED: Option<(f64, f64)> = None;
+    const UNSHIFTED: Option<(f64, f64)> = Some((-708.0, 600.0));
+    #[inline(always)]
+    fn times_exp_neg(sum: f64, m: f64) -> f64 {
+        times_exp_neg(sum, m)
+    }
+    #[inline(always)]
+    fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
+        x: &[f64],
+        m: f64,
+        ahead: Ahead,
+    ) -> (f64, f64) {
+        #[cfg(target_arch = "x86_64")]
+        if FMA && simd::avx2_fma_available() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { avx2::sum_exp_unshifted_f64::<COUNT_MAXIMA>(x, m, ahead) };
+        }
+        let _ = ahead;
+        simd::sum_exp_unshifted_lanes::<f64, FMA, COUNT_MAXIMA>(x, m)
+    }
     exp_loops!(f64, sum_exp_f64, write_exp_sub_f64, gap_lanes_f64);
     #[inline(always)]
     fn to_f64(self) -> f64 {
@@ -751,5 +822,25 @@ mod tests {
         let d = a - b;
         let e = f32::sub_error(a, b, d);
         assert_eq!((a as f64 - b as f64), d as f64 + e as f64);
+    }
+
+    /// `times_exp_neg` (checked against 40-digit mpmath when written: within 2^-58 before its
+    /// last rounding) against libm's `exp` (within an ulp) and against itself: `exp(-m)
+    /// exp(m)` is 1 within the two roundings.
+    #[test]
+    fn times_exp_neg_is_exp_of_minus_m() {
+        assert_eq!(times_exp_neg(1.0, 0.0), 1.0);
+        assert_eq!(times_exp_neg(0.0, 5.0), 0.0);
+        let ulps = |got: f64, want: f64| ((got - want) / want).abs() / f64::EPSILON;
+        let mut m = -708.0;
+        while m <= 600.0 {
+            let got = times_exp_neg(1.0, m);
+            assert!(ulps(got, (-m).exp()) <= 1.0, "exp({}) = {got}", -m);
+            assert!(ulps(times_exp_neg(3.0, m), 3.0 * (-m).exp()) <= 2.0, "{m}");
+            if m.abs() <= 600.0 {
+                assert!(ulps(got * times_exp_neg(1.0, -m), 1.0) <= 1.5, "{m}");
+            }
+            m += 0.123_456_789;
+        }
     }
 }

@@ -164,7 +164,7 @@ pub fn extremes_of<F: Real, const FMA: bool>(x: &[F]) -> (F, F) {
 }
 
 /// `(smallest, largest)` element of a block of at most 4096 as [`extremes_of`] gives them, and
-/// where the hand-written AVX2 loop runs (f32), in the same pass `Σ exp(x)` over all of it as
+/// where the hand-written AVX2 loops run (f32, f64), in the same pass `Σ exp(x)` over all of it as
 /// [`Real::sum_exp_unshifted`] sums it without counting maxima: meaningful only where the
 /// extremes lie within [`Real::UNSHIFTED`]. `None` elsewhere: the caller sums the block itself
 /// once it knows the extremes.
@@ -180,6 +180,13 @@ pub fn extremes_and_unshifted_sum<F: Real, const FMA: bool>(
             let (low, high, sum) =
                 unsafe { super::avx2::extremes_and_sum_exp_unshifted_f32(x32, ahead) };
             let [low, high, sum] = [low, high, sum].map(|v| F::from_f64(v.into()));
+            return (low, high, Some(sum));
+        }
+        if let Some(x64) = same_type::<F, f64>(x) {
+            // SAFETY: as above.
+            let (low, high, sum) =
+                unsafe { super::avx2::extremes_and_sum_exp_unshifted_f64(x64, ahead) };
+            let [low, high, sum] = [low, high, sum].map(F::from_f64);
             return (low, high, Some(sum));
         }
     }
@@ -590,8 +597,8 @@ mod tests {
     /// blocks with a lone maximum 40 above the rest make each term's carried rounding error of
     /// `x - m` (up to 8 eps there) show in the sum.
     /// The AVX2 extremes are the lane loop's, NaN skipped, whatever the length and wherever
-    /// the extremes, NaN and infinities lie; so are those of the pass fused with the unshifted
-    /// sum, whose sum is that of `sum_exp_unshifted` within its range.
+    /// the extremes, NaN and infinities lie; so are those of the passes fused with the
+    /// unshifted sum (f32, f64), whose sum is that of `sum_exp_unshifted` within its range.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_extremes_are_the_lane_loops() {
@@ -636,6 +643,15 @@ mod tests {
                         let want = f32::sum_exp_unshifted::<true, false>(&x32, high, ahead).1;
                         assert_eq!(format!("{sum:?}"), format!("{want:?}"), "{x:?}");
                     }
+                    let ahead = Ahead::after(&x);
+                    // SAFETY: as above.
+                    let (low, high, sum) =
+                        unsafe { avx2::extremes_and_sum_exp_unshifted_f64(&x, ahead) };
+                    assert_eq!(format!("{:?}", (low, high)), format!("{got64:?}"), "{x:?}");
+                    if v.abs() < 600.0 || v.is_nan() {
+                        let want = f64::sum_exp_unshifted::<true, false>(&x, high, ahead).1;
+                        assert_eq!(format!("{sum:?}"), format!("{want:?}"), "{x:?}");
+                    }
                 }
             }
             let nan = vec![f32::NAN; len];
@@ -646,6 +662,11 @@ mod tests {
             let fused =
                 unsafe { avx2::extremes_and_sum_exp_unshifted_f32(&nan, Ahead::after(&nan)) };
             assert_eq!((fused.0, fused.1), got);
+            let nan = vec![f64::NAN; len];
+            // SAFETY: as above.
+            let fused =
+                unsafe { avx2::extremes_and_sum_exp_unshifted_f64(&nan, Ahead::after(&nan)) };
+            assert_eq!((fused.0, fused.1), (f64::INFINITY, f64::NEG_INFINITY));
         }
     }
 
@@ -941,6 +962,49 @@ mod tests {
             }
         }
         worst
+    }
+
+    /// f64 twin of [`UnshiftedTerms`]: `exp(x)` in the whole-vector loop (beside 15 copies of
+    /// the maximum 600) and in the tail.
+    struct UnshiftedTerms64<'a>(&'a [f64], &'a mut [f64], &'a mut [f64]);
+    impl SimdTask for UnshiftedTerms64<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            let mut block = [600.0f64; 16];
+            let ahead = Ahead::after(&block);
+            for ((&x, whole), tail) in self.0.iter().zip(self.1).zip(self.2) {
+                block[5] = x;
+                let (count, sum) = f64::sum_exp_unshifted::<FMA, true>(&block, 600.0, ahead);
+                assert_eq!(count, 15.0);
+                *whole = sum;
+                *tail = f64::sum_exp_unshifted::<FMA, false>(&block[5..6], x, ahead).1;
+            }
+        }
+    }
+
+    /// The f64 unshifted terms over `f64::UNSHIFTED` below its maximum, for every instruction
+    /// set, within an f64 eps of `exp(x)` as `real::times_exp_neg` gives it (a double-double
+    /// `exp`, rounded once).
+    #[test]
+    fn unshifted_f64_terms_are_accurate_on_a_sample() {
+        let (low, high) = f64::UNSHIFTED.unwrap();
+        let n = 200_000;
+        let inputs: Vec<f64> = (0..n)
+            .map(|i| low + (high - low) * (i as f64 / n as f64))
+            .chain([low, -0.0, 1e-300, 599.999])
+            .collect();
+        let (mut whole, mut tail) = (vec![0.0; inputs.len()], vec![0.0; inputs.len()]);
+        for isa in [Isa::Portable, Isa::detect()] {
+            dispatch(isa, UnshiftedTerms64(&inputs, &mut whole, &mut tail));
+            for ((&x, &a), &b) in inputs.iter().zip(&whole).zip(&tail) {
+                let exact = super::super::real::times_exp_neg(1.0, -x);
+                for got in [a, b] {
+                    let err = ((got - exact) / exact).abs() / f64::EPSILON;
+                    assert!(err < 1.0, "exp({x}) = {got}, {err} eps ({isa:?})");
+                }
+            }
+        }
     }
 
     #[test]

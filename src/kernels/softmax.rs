@@ -251,19 +251,19 @@ impl<F: Real> Unshifted<F> {
         } else {
             self.max_block.is_empty()
         };
-        // No block (every row in f64): no exponential to take.
+        // No block (none within `F::UNSHIFTED`): no exponential to take.
         if empty {
             return MaxSum::EMPTY;
         }
-        let scale = (-self.max.to_f64()).exp();
+        let scaled = |sum: f64| F::times_exp_neg(sum, self.max);
         if self.counting {
             return MaxSum {
                 max: self.max,
                 count: self.count,
-                rest: self.sum * scale,
+                rest: scaled(self.sum),
             };
         }
-        let whole = (self.sum + self.max_block_sum) * scale;
+        let whole = scaled(self.sum + self.max_block_sum);
         if whole >= 2.0 {
             return MaxSum {
                 max: self.max,
@@ -276,7 +276,7 @@ impl<F: Real> Unshifted<F> {
         MaxSum {
             max: self.max,
             count: count.to_f64(),
-            rest: (self.sum + rest.to_f64()) * scale,
+            rest: scaled(self.sum + rest.to_f64()),
         }
     }
 }
