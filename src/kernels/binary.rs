@@ -665,7 +665,9 @@ impl<E: Element, T: Element> SimdTask for BinaryBlock<'_, '_, '_, E, T> {
         let inputs = self.inputs;
         let n = inputs.x.len();
         let mut xs: Scratch<E::Compute> = Scratch::take();
-        let mut companions: [Vec<T::Compute>; 3] = Default::default();
+        // Rows of the companions that are converted or gathered (else unused), from the same
+        // per-thread pool as `xs`.
+        let mut companions: [Scratch<T::Compute>; 3] = std::array::from_fn(|_| Scratch::take());
         let [ts, ws, ps] = &mut companions;
         let mut sum = LaneSum::new();
         let start = self.elements.start;

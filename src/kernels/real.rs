@@ -485,7 +485,8 @@ impl std::iter::Sum<f64> for CompensatedSum {
 pub struct Scratch<F: Real>(Vec<F>);
 
 impl<F: Real> Scratch<F> {
-    /// Buffers kept per thread and type (a block takes up to three at once); and the largest
+    /// Buffers kept per thread and type (a block takes up to four at once: a binary loss's
+    /// logits and its three companions); and the largest
     /// kept, in elements: rows of up to 2^20 classes reuse their buffers, a bigger one is freed
     /// rather than held for the life of the thread (what stays is at most 4 x 8 MiB per thread
     /// in f64, 4 x 4 MiB in f32).
