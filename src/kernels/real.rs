@@ -65,17 +65,14 @@ pub trait Real:
     /// `Σ exp(x)` without a shift, as [`Real::sum_exp`]'s `(count of elements equal to m, sum
     /// of the rest)`, for at most 4096 elements within [`Real::UNSHIFTED`] (NaN aside) and `m`
     /// one of them: the argument is exact, so there is no rounding error of `x - m` to carry
-    /// (in f32 on AVX2, 4 operations an element fewer than `sum_exp`). Without `COUNT_MAXIMA`
-    /// the maxima are not set apart: `(0, Σ exp(x))` over all of `x`, `m` ignored.
-    #[inline(always)]
+    /// (on AVX2, 4 operations an element fewer than `sum_exp` in f32, 8 a vector in f64).
+    /// Without `COUNT_MAXIMA` the maxima are not set apart: `(0, Σ exp(x))` over all of `x`,
+    /// `m` ignored. The AVX2 loop likewise (else [`simd::sum_exp_unshifted_lanes`]).
     fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
         x: &[Self],
         m: Self,
         ahead: Ahead,
-    ) -> (Self, Self) {
-        let _ = ahead;
-        simd::sum_exp_unshifted_lanes::<Self, FMA, COUNT_MAXIMA>(x, m)
-    }
+    ) -> (Self, Self);
     /// `out = exp(x - (shift_hi + shift_lo))`, likewise (else [`simd::write_exp_sub_lanes`]).
     fn write_exp_sub<const FMA: bool>(x: &[Self], shift_hi: Self, shift_lo: Self, out: &mut [Self]);
     /// The lane sums of `sum(w_c (m - x_c))` for [`simd::weighted_gap_sum`], likewise (else
@@ -210,7 +207,7 @@ pub(super) mod exp64 {
 /// The [`Real`] methods that run a hand-written AVX2 loop when `FMA` is asked for on x86-64
 /// (the CPU is checked again: a cached flag, once per call).
 macro_rules! exp_loops {
-    ($t:ty, $sum:ident, $write:ident, $gap:ident) => {
+    ($t:ty, $sum:ident, $unshifted:ident, $write:ident, $gap:ident) => {
         fn scratch_pool() -> &'static std::thread::LocalKey<RefCell<Vec<Vec<$t>>>> {
             thread_local! {
                 static POOL: RefCell<Vec<Vec<$t>>> = const { RefCell::new(Vec::new()) };
@@ -226,6 +223,20 @@ macro_rules! exp_loops {
             }
             let _ = (lowest, ahead);
             simd::sum_exp_lanes::<$t, FMA>(x, m, m)
+        }
+        #[inline(always)]
+        fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
+            x: &[$t],
+            m: $t,
+            ahead: Ahead,
+        ) -> ($t, $t) {
+            #[cfg(target_arch = "x86_64")]
+            if FMA && simd::avx2_fma_available() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return unsafe { avx2::$unshifted::<COUNT_MAXIMA>(x, m, ahead) };
+            }
+            let _ = ahead;
+            simd::sum_exp_unshifted_lanes::<$t, FMA, COUNT_MAXIMA>(x, m)
         }
         #[inline(always)]
         fn write_exp_sub<const FMA: bool>(x: &[$t], shift_hi: $t, shift_lo: $t, out: &mut [$t]) {
@@ -271,21 +282,13 @@ impl Real for f32 {
     const LANES: usize = 8;
     const MANTISSA_DIGITS: u32 = f32::MANTISSA_DIGITS;
     const UNSHIFTED: Option<(f32, f32)> = Some((-87.0, 80.0));
-    exp_loops!(f32, sum_exp_f32, write_exp_sub_f32, gap_lanes_f32);
-    #[inline(always)]
-    fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
-        x: &[f32],
-        m: f32,
-        ahead: Ahead,
-    ) -> (f32, f32) {
-        #[cfg(target_arch = "x86_64")]
-        if FMA && simd::avx2_fma_available() {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { avx2::sum_exp_unshifted_f32::<COUNT_MAXIMA>(x, m, ahead) };
-        }
-        let _ = ahead;
-        simd::sum_exp_unshifted_lanes::<f32, FMA, COUNT_MAXIMA>(x, m)
-    }
+    exp_loops!(
+        f32,
+        sum_exp_f32,
+        sum_exp_unshifted_f32,
+        write_exp_sub_f32,
+        gap_lanes_f32
+    );
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -357,21 +360,13 @@ impl Real for f64 {
     fn times_exp_neg(sum: f64, m: f64) -> f64 {
         times_exp_neg(sum, m)
     }
-    #[inline(always)]
-    fn sum_exp_unshifted<const FMA: bool, const COUNT_MAXIMA: bool>(
-        x: &[f64],
-        m: f64,
-        ahead: Ahead,
-    ) -> (f64, f64) {
-        #[cfg(target_arch = "x86_64")]
-        if FMA && simd::avx2_fma_available() {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { avx2::sum_exp_unshifted_f64::<COUNT_MAXIMA>(x, m, ahead) };
-        }
-        let _ = ahead;
-        simd::sum_exp_unshifted_lanes::<f64, FMA, COUNT_MAXIMA>(x, m)
-    }
-    exp_loops!(f64, sum_exp_f64, write_exp_sub_f64, gap_lanes_f64);
+    exp_loops!(
+        f64,
+        sum_exp_f64,
+        sum_exp_unshifted_f64,
+        write_exp_sub_f64,
+        gap_lanes_f64
+    );
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
