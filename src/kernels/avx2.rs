@@ -449,6 +449,21 @@ pub fn sum_exp_unshifted_f32<const COUNT_MAXIMA: bool>(
 /// again for its sum.
 #[target_feature(enable = "avx2,fma")]
 pub fn extremes_and_sum_exp_unshifted_f32(x: &[f32], ahead: Ahead) -> (f32, f32, f32) {
+    extremes_and_sum_exp_unshifted(x, ahead)
+}
+
+/// [`extremes_and_sum_exp_unshifted_f32`] of a block stored as f16 or bf16, widened as the loop
+/// reads it: the same bits as converting the block first and summing that, without writing the
+/// copy and reading it back (which took a fifth as long as the exponentials themselves: the
+/// pass is compute-bound, half-width input or not).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn extremes_and_sum_exp_unshifted_half<H: Widen>(x: &[H], ahead: Ahead) -> (f32, f32, f32) {
+    extremes_and_sum_exp_unshifted(x, ahead)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn extremes_and_sum_exp_unshifted<T: Widen>(x: &[T], ahead: Ahead) -> (f32, f32, f32) {
     debug_assert!(x.len() <= 4096);
     let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     let (mut low, mut high) = (
@@ -476,6 +491,66 @@ pub fn extremes_and_sum_exp_unshifted_f32(x: &[f32], ahead: Ahead) -> (f32, f32,
     );
     let (lowest, highest) = fold_extremes_f32(low, high, tail_extremes);
     (lowest, highest, sum)
+}
+
+/// Elements the f32 loops read: f32 itself, or f16 and bf16 widened as they are read.
+pub trait Widen: Copy {
+    /// The 8 values from `p` as f32.
+    ///
+    /// # Safety
+    /// `p` points at 8 readable values; the CPU has AVX2, and F16C for f16.
+    unsafe fn load8(p: *const Self) -> __m256;
+    /// One value as f32.
+    fn widen(self) -> f32;
+    /// Up to 8 values as f32, the rest of the array 0.
+    #[inline(always)]
+    fn widen_part(part: &[Self]) -> [f32; 8] {
+        let mut values = [0.0; 8];
+        for (d, s) in values.iter_mut().zip(part) {
+            *d = s.widen();
+        }
+        values
+    }
+}
+
+impl Widen for f32 {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 values at `p`.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Widen for half::f16 {
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const Self) -> __m256 {
+        // SAFETY: the caller guarantees 8 values (16 bytes) at `p`.
+        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Widen for half::bf16 {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(p: *const Self) -> __m256 {
+        // SAFETY: the caller guarantees 8 values (16 bytes) at `p`.
+        let bits = _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(p.cast()) });
+        _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16))
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
 }
 
 /// [`start_unshifted_f32`] of the last, partial vector `part` (fewer than 8 elements).
@@ -521,8 +596,8 @@ fn start_unshifted_f32<const COUNT_MAXIMA: bool>(
 /// whole vector and `start_tail` those of the last, partial one.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sum_exp_f32_by(
-    x: &[f32],
+fn sum_exp_f32_by<T: Widen>(
+    x: &[T],
     m: f32,
     ahead: Ahead,
     mut start: impl FnMut(__m256, __m256, &mut __m256i) -> ExpStart<__m256>,
@@ -535,19 +610,14 @@ fn sum_exp_f32_by(
     // of the 16 before (none, at first).
     let mut started = [ExpStart::zero_f32(); 2];
     let mut chunks = x.chunks_exact(16);
-    let mut ahead = ahead.start.cast::<f32>();
+    let mut ahead = ahead.start.cast::<T>();
     for c in &mut chunks {
-        // The 64 bytes as far past `ahead` as `c` is into `x`: usually the elements after `x`
+        // The bytes as far past `ahead` as `c` is into `x`: usually the elements after `x`
         // (`Ahead::after`), the row's next block or the next row.
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         ahead = ahead.wrapping_add(16);
-        // SAFETY: `c` holds 16 f32.
-        let (v0, v1) = unsafe {
-            (
-                _mm256_loadu_ps(c.as_ptr()),
-                _mm256_loadu_ps(c[8..].as_ptr()),
-            )
-        };
+        // SAFETY: `c` holds 16 values; the caller has the features `T` needs.
+        let (v0, v1) = unsafe { (T::load8(c.as_ptr()), T::load8(c[8..].as_ptr())) };
         let next = [start(v0, vm, &mut count[0]), start(v1, vm, &mut count[1])];
         for (r, s) in rest.iter_mut().zip(started) {
             *r = _mm256_add_ps(*r, exp_f32_finish(s));
@@ -559,7 +629,7 @@ fn sum_exp_f32_by(
     }
     let tail = chunks.remainder();
     for (j, part) in tail.chunks(8).enumerate() {
-        let s = start_tail(part, vm, &mut count[j]);
+        let s = start_tail(&T::widen_part(part)[..part.len()], vm, &mut count[j]);
         rest[j] = _mm256_add_ps(rest[j], exp_f32_finish(s));
     }
     let count = _mm256_cvtepi32_ps(_mm256_add_epi32(count[0], count[1]));

@@ -541,6 +541,18 @@ pub trait Element: Copy + Send + Sync + Debug + 'static {
         scratch.clear();
         scratch.extend(src.iter().map(|s| s.to_compute()));
     }
+    /// `(smallest, largest, Σ exp(x))` of `src` read as stored, where that beats converting it
+    /// first: as [`super::simd::extremes_and_unshifted_sum`] gives them for the converted
+    /// values, the sum to the storage type's precision (f16 and bf16 with AVX2, FMA and F16C,
+    /// see [`super::avx2::extremes_and_sum_exp_unshifted_half`]). `None` elsewhere.
+    #[inline(always)]
+    fn stored_extremes_and_unshifted_sum<const FMA: bool>(
+        src: &[Self],
+        ahead: Ahead,
+    ) -> Option<(Self::Compute, Self::Compute, Self::Compute)> {
+        let _ = (src, ahead);
+        None
+    }
     /// `dst[i] = Self::from_compute(src[i])`, likewise in bulk.
     #[inline(always)]
     fn from_compute_slice(src: &[Self::Compute], dst: &mut [Self]) {
@@ -691,6 +703,21 @@ macro_rules! half_element {
             #[inline(always)]
             fn from_compute_slice(src: &[f32], dst: &mut [$t]) {
                 $from_f32_slice(src, dst);
+            }
+            #[inline(always)]
+            fn stored_extremes_and_unshifted_sum<const FMA: bool>(
+                src: &[$t],
+                ahead: Ahead,
+            ) -> Option<(f32, f32, f32)> {
+                #[cfg(target_arch = "x86_64")]
+                if FMA && super::simd::avx2_fma_f16c_available() {
+                    // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+                    return Some(unsafe {
+                        super::avx2::extremes_and_sum_exp_unshifted_half(src, ahead)
+                    });
+                }
+                let _ = (src, ahead);
+                None
             }
         }
     };

@@ -189,6 +189,22 @@ impl<'a, T: Element> Rows<'a, T> {
         Some(unsafe { std::slice::from_raw_parts(self.ptr.offset(start), rows.len() * self.len) })
     }
 
+    /// Elements `cols` (not empty) of row `row` as stored, where they are contiguous; else
+    /// `None`.
+    #[inline(always)]
+    pub fn contiguous_segment(&self, row: usize, cols: std::ops::Range<usize>) -> Option<&'a [T]> {
+        assert!(row < self.n_rows && cols.start < cols.end && cols.end <= self.len);
+        let n = cols.len();
+        if self.stride != 1 && n != 1 {
+            return None;
+        }
+        // SAFETY: `row < n_rows` and `cols.start < len`: the first element is in the array, and
+        // the `n` elements from it are contiguous and inside the borrowed array.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.start(row).offset(cols.start as isize * self.stride), n)
+        })
+    }
+
     /// Elements `cols` of row `row`, as [`Rows::row`] hands out whole rows.
     #[inline(always)]
     pub fn segment<'s>(
@@ -197,22 +213,20 @@ impl<'a, T: Element> Rows<'a, T> {
         cols: std::ops::Range<usize>,
         scratch: &'s mut Vec<T::Compute>,
     ) -> &'s [T::Compute] {
-        assert!(row < self.n_rows && cols.start <= cols.end && cols.end <= self.len);
         if cols.is_empty() {
             return &[];
         }
-        // SAFETY: `row < n_rows` and `cols.start < len`: the first element is in the array.
-        let start = unsafe { self.start(row).offset(cols.start as isize * self.stride) };
-        let n = cols.len();
-        if self.stride == 1 || n == 1 {
-            // SAFETY: the `n` elements are contiguous and inside the borrowed array.
-            let raw = unsafe { std::slice::from_raw_parts(start, n) };
+        if let Some(raw) = self.contiguous_segment(row, cols.clone()) {
             if let Some(direct) = T::as_compute(raw) {
                 return direct;
             }
             T::to_compute_vec(raw, scratch);
             return scratch;
         }
+        // SAFETY: `row < n_rows` and `cols.start < len` (checked by `contiguous_segment`): the
+        // first element is in the array.
+        let start = unsafe { self.start(row).offset(cols.start as isize * self.stride) };
+        let n = cols.len();
         scratch.clear();
         scratch.extend((0..n).map(|i| {
             // SAFETY: `i < n`, so the element is inside the borrowed array.
@@ -227,6 +241,16 @@ impl<'a, T: Element> Rows<'a, T> {
 pub trait RowBlocks<F> {
     fn row_len(&self) -> usize;
     fn block(&mut self, range: std::ops::Range<usize>) -> (&[F], Ahead);
+    /// [`Element::stored_extremes_and_unshifted_sum`] of elements `range`, without converting
+    /// them, where the row's storage has such a pass; else `None`.
+    #[inline(always)]
+    fn stored_extremes_and_unshifted_sum<const FMA: bool>(
+        &mut self,
+        range: std::ops::Range<usize>,
+    ) -> Option<(F, F, F)> {
+        let _ = range;
+        None
+    }
 }
 
 impl<F> RowBlocks<F> for &[F] {
@@ -267,6 +291,16 @@ impl<T: Element> RowBlocks<T::Compute> for RowReader<'_, '_, T> {
                 start: after.cast(),
             },
         )
+    }
+
+    #[inline(always)]
+    fn stored_extremes_and_unshifted_sum<const FMA: bool>(
+        &mut self,
+        range: std::ops::Range<usize>,
+    ) -> Option<(T::Compute, T::Compute, T::Compute)> {
+        let (rows, row) = (self.rows, self.row);
+        let raw = rows.contiguous_segment(row, range)?;
+        T::stored_extremes_and_unshifted_sum::<FMA>(raw, Ahead::after(raw))
     }
 }
 

@@ -52,6 +52,18 @@ pub(super) fn avx2_fma_available() -> bool {
     }
 }
 
+/// Whether [`super::avx2::extremes_and_sum_exp_unshifted_half`] can run: AVX2, FMA and F16C.
+pub(super) fn avx2_fma_f16c_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2_fma_available() && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A piece of work compiled once per instruction set: `run` must be `#[inline(always)]` (and so
 /// must everything it calls in its hot loops) so that it is generated inside the wrapper.
 pub trait SimdTask {
@@ -598,7 +610,8 @@ mod tests {
     /// `x - m` (up to 8 eps there) show in the sum.
     /// The AVX2 extremes are the lane loop's, NaN skipped, whatever the length and wherever
     /// the extremes, NaN and infinities lie; so are those of the passes fused with the
-    /// unshifted sum (f32, f64), whose sum is that of `sum_exp_unshifted` within its range.
+    /// unshifted sum (f32, f64), whose sum is that of `sum_exp_unshifted` within its range;
+    /// the f16 and bf16 passes give the f32 pass's bits for the widened values.
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_extremes_are_the_lane_loops() {
@@ -642,6 +655,32 @@ mod tests {
                     if v.abs() < 80.0 || v.is_nan() {
                         let want = f32::sum_exp_unshifted::<true, false>(&x32, high, ahead).1;
                         assert_eq!(format!("{sum:?}"), format!("{want:?}"), "{x:?}");
+                    }
+                    // f16 and bf16 widened as read: the fused pass's bits for the widened
+                    // values, whatever they are (NaN and infinities too).
+                    if avx2_fma_f16c_available() {
+                        let h16: Vec<half::f16> =
+                            x.iter().map(|&v| half::f16::from_f64(v)).collect();
+                        let b16: Vec<half::bf16> =
+                            x.iter().map(|&v| half::bf16::from_f64(v)).collect();
+                        let widened = [
+                            h16.iter().map(|v| v.to_f32()).collect::<Vec<f32>>(),
+                            b16.iter().map(|v| v.to_f32()).collect(),
+                        ];
+                        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+                        let got = unsafe {
+                            [
+                                avx2::extremes_and_sum_exp_unshifted_half(&h16, ahead),
+                                avx2::extremes_and_sum_exp_unshifted_half(&b16, ahead),
+                            ]
+                        };
+                        for (got, w) in got.iter().zip(&widened) {
+                            // SAFETY: as above.
+                            let want = unsafe {
+                                avx2::extremes_and_sum_exp_unshifted_f32(w, Ahead::after(w))
+                            };
+                            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{w:?}");
+                        }
                     }
                     let ahead = Ahead::after(&x);
                     // SAFETY: as above.

@@ -133,19 +133,34 @@ pub fn max_sum_of<F: Real, const FMA: bool>(row: &mut impl RowBlocks<F>) -> MaxS
     let mut unshifted = Unshifted::new(counting);
     // Rows short enough for the batched path keep its shifted sums: the same bits either way.
     let unshifted_range = F::UNSHIFTED.filter(|_| !is_short(n));
+    let within_unshifted = |lowest: F, m: F| {
+        // `lowest <= m` leaves out a block of NaN only (`(inf, -inf)`).
+        unshifted_range.is_some_and(|(low, high)| low <= lowest && lowest <= m && m <= high)
+    };
     for start in (0..n).step_by(ROW_BLOCK) {
         let range = start..n.min(start + ROW_BLOCK);
+        // Blocks summed whole take their extremes and (AVX2) their sum in one pass; f16 and
+        // bf16 straight from storage, converted only if the block needs more than that sum.
+        let whole = unshifted_range.is_some() && !counting;
+        let stored = whole
+            .then(|| row.stored_extremes_and_unshifted_sum::<FMA>(range.clone()))
+            .flatten();
+        if let Some((lowest, m, sum)) = stored {
+            if within_unshifted(lowest, m) {
+                unshifted.add_sum(range, m, sum);
+                continue;
+            }
+        }
         let (block, ahead) = row.block(range.clone());
-        // Blocks summed whole take their extremes and (AVX2, f32) their sum in one pass.
-        let (lowest, m, whole_sum) = if unshifted_range.is_some() && !counting {
-            extremes_and_unshifted_sum::<F, FMA>(block, ahead)
-        } else {
-            let (lowest, m) = extremes_of::<F, FMA>(block);
-            (lowest, m, None)
+        let (lowest, m, whole_sum) = match stored {
+            Some((lowest, m, _)) => (lowest, m, None),
+            None if whole => extremes_and_unshifted_sum::<F, FMA>(block, ahead),
+            None => {
+                let (lowest, m) = extremes_of::<F, FMA>(block);
+                (lowest, m, None)
+            }
         };
-        // `lowest <= m` leaves out a block of NaN only (`(inf, -inf)`).
-        let unshifted_block =
-            unshifted_range.is_some_and(|(low, high)| low <= lowest && lowest <= m && m <= high);
+        let unshifted_block = within_unshifted(lowest, m);
         if unshifted_block {
             unshifted.add::<FMA>(range, block, m, whole_sum, ahead);
         } else if m.is_finite() {
@@ -226,13 +241,7 @@ impl<F: Real> Unshifted<F> {
         if !self.counting {
             let sum =
                 whole_sum.unwrap_or_else(|| F::sum_exp_unshifted::<FMA, false>(block, m, ahead).1);
-            if m > self.max {
-                self.sum += self.max_block_sum;
-                (self.max, self.max_block, self.max_block_sum) = (m, range, sum.to_f64());
-            } else {
-                self.sum += sum.to_f64();
-            }
-            return;
+            return self.add_sum(range, m, sum);
         }
         if m > self.max {
             self.sum += self.count * self.max.to_f64().exp();
@@ -242,6 +251,19 @@ impl<F: Real> Unshifted<F> {
         let (count, sum) = F::sum_exp_unshifted::<FMA, true>(block, self.max, ahead);
         self.count += count.to_f64();
         self.sum += sum.to_f64();
+    }
+
+    /// Adds the block `range` of the row (not `counting`), whose largest element is `m` and
+    /// `Σ exp(x)` is `sum`.
+    #[inline(always)]
+    fn add_sum(&mut self, range: Range<usize>, m: F, sum: F) {
+        debug_assert!(!self.counting);
+        if m > self.max {
+            self.sum += self.max_block_sum;
+            (self.max, self.max_block, self.max_block_sum) = (m, range, sum.to_f64());
+        } else {
+            self.sum += sum.to_f64();
+        }
     }
 
     /// As [`MaxSum`] (`EMPTY` for no block), `row` the row the blocks came from.
@@ -811,23 +833,31 @@ mod tests {
         m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
     }
 
-    /// A float16 row's statistics read a block at a time (converted into a small buffer, or
-    /// gathered when strided) are bitwise those of the row converted whole: every block kind
-    /// (counted, unshifted, shifted), the recount of a confident row's maximum block.
+    /// A float16 or bfloat16 row's statistics read a block at a time (widened as the AVX2
+    /// pass reads it, converted into a small buffer, or gathered when strided) are bitwise
+    /// those of the row converted whole: every block kind (counted, unshifted, shifted, NaN),
+    /// the recount of a confident row's maximum block.
     #[test]
     fn row_statistics_block_by_block_match_the_converted_row() {
-        use half::f16;
+        row_statistics_match_the_converted_row::<half::f16>();
+        row_statistics_match_the_converted_row::<half::bf16>();
+    }
+
+    fn row_statistics_match_the_converted_row<H: Element<Compute = f32> + PartialEq>() {
+        let from = |v: f32| H::from_compute(v);
         for n in [5usize, 1000, 3000, 4096, 5000, 9000] {
-            for case in ["plain", "confident", "out_of_range"] {
-                let mut v: Vec<f16> = (0..n)
-                    .map(|i| f16::from_f32(((i * 37) % 101) as f32 * 0.05 - 2.0))
+            for case in ["plain", "confident", "out_of_range", "nan", "low"] {
+                let mut v: Vec<H> = (0..n)
+                    .map(|i| from(((i * 37) % 101) as f32 * 0.05 - 2.0))
                     .collect();
                 match case {
-                    "confident" => v[n * 2 / 3] = f16::from_f32(60.0),
-                    "out_of_range" => v[n / 2] = f16::from_f32(300.0),
+                    "confident" => v[n * 2 / 3] = from(60.0),
+                    "out_of_range" => v[n / 2] = from(300.0),
+                    "nan" => v[n / 3] = from(f32::NAN),
+                    "low" => v[n - 1] = from(-90.0),
                     _ => {}
                 }
-                let converted: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                let converted: Vec<f32> = v.iter().map(|h| h.to_compute()).collect();
                 let contiguous = ndarray::Array2::from_shape_vec((1, n), v.clone()).unwrap();
                 let strided = ndarray::Array2::from_shape_fn((n, 2), |(i, _)| v[i]);
                 let readers = [
@@ -841,7 +871,7 @@ mod tests {
                         row: 0,
                         scratch: &mut scratch,
                     };
-                    let bits = |s: MaxSum<f32>| (s.max.to_bits(), s.count, s.rest.to_bits());
+                    let bits = |s: MaxSum<f32>| format!("{:?}", (s.max, s.count, s.rest));
                     assert_eq!(
                         bits(max_sum_of::<f32, false>(&mut reader)),
                         bits(max_sum::<f32, false>(&converted)),
