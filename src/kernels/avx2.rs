@@ -409,13 +409,16 @@ fn sum_exp_f32_with<const IN_RANGE: bool, const WITHIN_MAX: bool>(
     m: f32,
     ahead: Ahead,
 ) -> (f32, f32) {
-    sum_exp_f32_by(
-        x,
-        m,
-        ahead,
-        |v, vm, count| start_term_f32::<IN_RANGE, WITHIN_MAX>(v, vm, count),
-        |part, vm, count| start_term_f32::<false, false>(load_partial_f32(part), vm, count),
-    )
+    // SAFETY: reading f32 takes AVX2, which this function has.
+    unsafe {
+        sum_exp_f32_by(
+            x,
+            m,
+            ahead,
+            |v, vm, count| start_term_f32::<IN_RANGE, WITHIN_MAX>(v, vm, count),
+            |part, vm, count| start_term_f32::<false, false>(load_partial_f32(part), vm, count),
+        )
+    }
 }
 
 /// `Σ exp(x)` over the elements of `x` other than `m`, as `(count of elements equal to m, sum
@@ -432,13 +435,16 @@ pub fn sum_exp_unshifted_f32<const COUNT_MAXIMA: bool>(
 ) -> (f32, f32) {
     debug_assert!(x.len() <= 4096);
     let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    sum_exp_f32_by(
-        x,
-        m,
-        ahead,
-        |v, vm, count| start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, all),
-        |part, vm, count| start_unshifted_tail_f32::<COUNT_MAXIMA>(part, vm, count),
-    )
+    // SAFETY: reading f32 takes AVX2, which this function has.
+    unsafe {
+        sum_exp_f32_by(
+            x,
+            m,
+            ahead,
+            |v, vm, count| start_unshifted_f32::<COUNT_MAXIMA>(v, vm, count, all),
+            |part, vm, count| start_unshifted_tail_f32::<COUNT_MAXIMA>(part, vm, count),
+        )
+    }
 }
 
 /// `(smallest, largest, Σ exp(x))` of `x` (at most 4096 elements) in one pass: the extremes
@@ -449,7 +455,8 @@ pub fn sum_exp_unshifted_f32<const COUNT_MAXIMA: bool>(
 /// again for its sum.
 #[target_feature(enable = "avx2,fma")]
 pub fn extremes_and_sum_exp_unshifted_f32(x: &[f32], ahead: Ahead) -> (f32, f32, f32) {
-    extremes_and_sum_exp_unshifted(x, ahead)
+    // SAFETY: reading f32 takes AVX2, which this function has.
+    unsafe { extremes_and_sum_exp_unshifted(x, ahead) }
 }
 
 /// [`extremes_and_sum_exp_unshifted_f32`] of a block stored as f16 or bf16, widened as the loop
@@ -458,12 +465,15 @@ pub fn extremes_and_sum_exp_unshifted_f32(x: &[f32], ahead: Ahead) -> (f32, f32,
 /// pass is compute-bound, half-width input or not).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn extremes_and_sum_exp_unshifted_half<H: Widen>(x: &[H], ahead: Ahead) -> (f32, f32, f32) {
-    extremes_and_sum_exp_unshifted(x, ahead)
+    // SAFETY: reading f16 or bf16 takes AVX2 and F16C, which this function has.
+    unsafe { extremes_and_sum_exp_unshifted(x, ahead) }
 }
 
+/// # Safety
+/// The CPU has what [`Widen::load8`] needs for `T`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn extremes_and_sum_exp_unshifted<T: Widen>(x: &[T], ahead: Ahead) -> (f32, f32, f32) {
+unsafe fn extremes_and_sum_exp_unshifted<T: Widen>(x: &[T], ahead: Ahead) -> (f32, f32, f32) {
     debug_assert!(x.len() <= 4096);
     let all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     let (mut low, mut high) = (
@@ -471,29 +481,34 @@ fn extremes_and_sum_exp_unshifted<T: Widen>(x: &[T], ahead: Ahead) -> (f32, f32,
         _mm256_set1_ps(f32::NEG_INFINITY),
     );
     let mut tail_extremes = (f32::INFINITY, f32::NEG_INFINITY);
-    let (_, sum) = sum_exp_f32_by(
-        x,
-        0.0,
-        ahead,
-        |v, vm, count| {
-            low = _mm256_min_ps(v, low);
-            high = _mm256_max_ps(v, high);
-            start_unshifted_f32::<false>(v, vm, count, all)
-        },
-        |part, vm, count| {
-            let (part_low, part_high) = extremes(part);
-            tail_extremes = (
-                tail_extremes.0.min(part_low),
-                tail_extremes.1.max(part_high),
-            );
-            start_unshifted_tail_f32::<false>(part, vm, count)
-        },
-    );
+    // SAFETY: the caller guarantees what reading `T` takes.
+    let (_, sum) = unsafe {
+        sum_exp_f32_by(
+            x,
+            0.0,
+            ahead,
+            |v, vm, count| {
+                low = _mm256_min_ps(v, low);
+                high = _mm256_max_ps(v, high);
+                start_unshifted_f32::<false>(v, vm, count, all)
+            },
+            |part, vm, count| {
+                let (part_low, part_high) = extremes(part);
+                tail_extremes = (
+                    tail_extremes.0.min(part_low),
+                    tail_extremes.1.max(part_high),
+                );
+                start_unshifted_tail_f32::<false>(part, vm, count)
+            },
+        )
+    };
     let (lowest, highest) = fold_extremes_f32(low, high, tail_extremes);
     (lowest, highest, sum)
 }
 
-/// Elements the f32 loops read: f32 itself, or f16 and bf16 widened as they are read.
+/// Elements the f32 loops read: f32 itself, or f16 and bf16 widened as they are read. `load8`
+/// and `widen` give the same values (a signalling bf16 NaN may stay signalling in one and not
+/// the other: the first arithmetic operation quiets both alike).
 pub trait Widen: Copy {
     /// The 8 values from `p` as f32.
     ///
@@ -594,9 +609,12 @@ fn start_unshifted_f32<const COUNT_MAXIMA: bool>(
 
 /// The loop of [`sum_exp_f32`] and [`sum_exp_unshifted_f32`], `start` beginning the terms of a
 /// whole vector and `start_tail` those of the last, partial one.
+///
+/// # Safety
+/// The CPU has what [`Widen::load8`] needs for `T`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn sum_exp_f32_by<T: Widen>(
+unsafe fn sum_exp_f32_by<T: Widen>(
     x: &[T],
     m: f32,
     ahead: Ahead,
@@ -616,7 +634,7 @@ fn sum_exp_f32_by<T: Widen>(
         // (`Ahead::after`), the row's next block or the next row.
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         ahead = ahead.wrapping_add(16);
-        // SAFETY: `c` holds 16 values; the caller has the features `T` needs.
+        // SAFETY: `c` holds 16 values; the caller guarantees what reading `T` takes.
         let (v0, v1) = unsafe { (T::load8(c.as_ptr()), T::load8(c[8..].as_ptr())) };
         let next = [start(v0, vm, &mut count[0]), start(v1, vm, &mut count[1])];
         for (r, s) in rest.iter_mut().zip(started) {

@@ -542,9 +542,9 @@ pub trait Element: Copy + Send + Sync + Debug + 'static {
         scratch.extend(src.iter().map(|s| s.to_compute()));
     }
     /// `(smallest, largest, Σ exp(x))` of `src` read as stored, where that beats converting it
-    /// first: as [`super::simd::extremes_and_unshifted_sum`] gives them for the converted
-    /// values, the sum to the storage type's precision (f16 and bf16 with AVX2, FMA and F16C,
-    /// see [`super::avx2::extremes_and_sum_exp_unshifted_half`]). `None` elsewhere.
+    /// first: the bits [`super::simd::extremes_and_unshifted_sum`] gives for the converted
+    /// values (f16 and bf16 with AVX2, FMA and F16C, see
+    /// [`super::avx2::extremes_and_sum_exp_unshifted_half`]). `None` elsewhere.
     #[inline(always)]
     fn stored_extremes_and_unshifted_sum<const FMA: bool>(
         src: &[Self],

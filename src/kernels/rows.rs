@@ -189,8 +189,8 @@ impl<'a, T: Element> Rows<'a, T> {
         Some(unsafe { std::slice::from_raw_parts(self.ptr.offset(start), rows.len() * self.len) })
     }
 
-    /// Elements `cols` (not empty) of row `row` as stored, where they are contiguous; else
-    /// `None`.
+    /// Elements `cols` of row `row` as stored, where they are contiguous; else `None`. Panics
+    /// unless `row` is a row and `cols` a non-empty range of its elements.
     #[inline(always)]
     pub fn contiguous_segment(&self, row: usize, cols: std::ops::Range<usize>) -> Option<&'a [T]> {
         assert!(row < self.n_rows && cols.start < cols.end && cols.end <= self.len);
@@ -213,6 +213,7 @@ impl<'a, T: Element> Rows<'a, T> {
         cols: std::ops::Range<usize>,
         scratch: &'s mut Vec<T::Compute>,
     ) -> &'s [T::Compute] {
+        assert!(row < self.n_rows && cols.start <= cols.end && cols.end <= self.len);
         if cols.is_empty() {
             return &[];
         }
@@ -223,8 +224,8 @@ impl<'a, T: Element> Rows<'a, T> {
             T::to_compute_vec(raw, scratch);
             return scratch;
         }
-        // SAFETY: `row < n_rows` and `cols.start < len` (checked by `contiguous_segment`): the
-        // first element is in the array.
+        // SAFETY: `row < n_rows` and `cols.start < len` (checked above): the first element is
+        // in the array.
         let start = unsafe { self.start(row).offset(cols.start as isize * self.stride) };
         let n = cols.len();
         scratch.clear();
@@ -241,8 +242,8 @@ impl<'a, T: Element> Rows<'a, T> {
 pub trait RowBlocks<F> {
     fn row_len(&self) -> usize;
     fn block(&mut self, range: std::ops::Range<usize>) -> (&[F], Ahead);
-    /// [`Element::stored_extremes_and_unshifted_sum`] of elements `range`, without converting
-    /// them, where the row's storage has such a pass; else `None`.
+    /// [`Element::stored_extremes_and_unshifted_sum`] of elements `range` (not empty),
+    /// without converting them, where the row's storage has such a pass; else `None`.
     #[inline(always)]
     fn stored_extremes_and_unshifted_sum<const FMA: bool>(
         &mut self,
@@ -266,8 +267,10 @@ impl<F> RowBlocks<F> for &[F] {
 
 /// Row `row` of `rows` as [`RowBlocks`]: a row stored in another type (or strided) is
 /// converted a block at a time into `scratch`, which stays in L1, rather than whole into a
-/// copy that the statistics then read back from L2; each block prefetches the stored bytes
-/// that follow it (the row's next blocks, then the next row's).
+/// copy that the statistics then read back from L2 (and contiguous f16/bf16 blocks that only
+/// need their extremes and unshifted sum are not converted at all: `Element::
+/// stored_extremes_and_unshifted_sum`); each block prefetches the stored bytes that follow it
+/// (the row's next blocks, then the next row's).
 #[derive(Debug)]
 pub struct RowReader<'r, 'a, T: Element> {
     pub rows: &'r Rows<'a, T>,
