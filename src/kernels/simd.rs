@@ -948,27 +948,34 @@ mod tests {
     }
 
     /// `exp(x)` for each `x` as [`Real::sum_exp_unshifted`] sums it: in the whole-vector loop
-    /// (15 copies of the maximum 80 beside `x`, which add nothing) and in the tail (`x` alone).
-    /// The sums that count no maxima take the same terms: 16 copies of `x` sum to 16 of them
-    /// exactly, and `x` alone is the term.
-    struct UnshiftedTerms<'a>(&'a [f32], &'a mut [f32], &'a mut [f32]);
-    impl SimdTask for UnshiftedTerms<'_> {
+    /// (15 copies of the maximum of `F::UNSHIFTED` beside `x`, which add nothing) and in the
+    /// tail (`x` alone). The sums that count no maxima take the same terms: 16 copies of `x`
+    /// sum to 16 of them exactly, and `x` alone is the term.
+    struct UnshiftedTerms<'a, F>(&'a [F], &'a mut [F], &'a mut [F]);
+    impl<F: Real> SimdTask for UnshiftedTerms<'_, F> {
         type Output = ();
         #[inline(always)]
         fn run<const FMA: bool>(self) {
-            let mut block = [80.0f32; 16];
+            let max = F::UNSHIFTED.unwrap().1;
+            let mut block = [max; 16];
             let ahead = Ahead::after(&block);
             for ((&x, whole), tail) in self.0.iter().zip(self.1).zip(self.2) {
                 block[7] = x;
-                let (count, sum) = f32::sum_exp_unshifted::<FMA, true>(&block, 80.0, ahead);
-                assert_eq!(count, if x == 80.0 { 16.0 } else { 15.0 });
+                let (count, sum) = F::sum_exp_unshifted::<FMA, true>(&block, max, ahead);
+                let expected = if x == max { 16.0 } else { 15.0 };
+                assert_eq!(count.to_f64(), expected);
                 *whole = sum;
-                *tail = f32::sum_exp_unshifted::<FMA, true>(&block[7..8], 80.0, ahead).1;
+                *tail = F::sum_exp_unshifted::<FMA, true>(&block[7..8], max, ahead).1;
                 let all_x = [x; 16];
-                let uncounted = f32::sum_exp_unshifted::<FMA, false>(&all_x, x, ahead);
-                let alone = f32::sum_exp_unshifted::<FMA, false>(&all_x[..1], x, ahead);
-                let term = if x == 80.0 { alone.1 } else { *tail };
-                assert_eq!((uncounted, alone), ((0.0, 16.0 * term), (0.0, term)), "{x}");
+                let uncounted = F::sum_exp_unshifted::<FMA, false>(&all_x, x, ahead);
+                let alone = F::sum_exp_unshifted::<FMA, false>(&all_x[..1], x, ahead);
+                let term = if x == max { alone.1 } else { *tail };
+                let sixteen = F::from_f64(16.0) * term;
+                assert_eq!(
+                    (uncounted, alone),
+                    ((F::ZERO, sixteen), (F::ZERO, term)),
+                    "{x:?}"
+                );
             }
         }
     }
@@ -1003,25 +1010,6 @@ mod tests {
         worst
     }
 
-    /// f64 twin of [`UnshiftedTerms`]: `exp(x)` in the whole-vector loop (beside 15 copies of
-    /// the maximum 600) and in the tail.
-    struct UnshiftedTerms64<'a>(&'a [f64], &'a mut [f64], &'a mut [f64]);
-    impl SimdTask for UnshiftedTerms64<'_> {
-        type Output = ();
-        #[inline(always)]
-        fn run<const FMA: bool>(self) {
-            let mut block = [600.0f64; 16];
-            let ahead = Ahead::after(&block);
-            for ((&x, whole), tail) in self.0.iter().zip(self.1).zip(self.2) {
-                block[5] = x;
-                let (count, sum) = f64::sum_exp_unshifted::<FMA, true>(&block, 600.0, ahead);
-                assert_eq!(count, 15.0);
-                *whole = sum;
-                *tail = f64::sum_exp_unshifted::<FMA, false>(&block[5..6], x, ahead).1;
-            }
-        }
-    }
-
     /// The f64 unshifted terms over `f64::UNSHIFTED` below its maximum, for every instruction
     /// set, within an f64 eps of `exp(x)` as `real::times_exp_neg` gives it (a double-double
     /// `exp`, rounded once).
@@ -1035,7 +1023,7 @@ mod tests {
             .collect();
         let (mut whole, mut tail) = (vec![0.0; inputs.len()], vec![0.0; inputs.len()]);
         for isa in [Isa::Portable, Isa::detect()] {
-            dispatch(isa, UnshiftedTerms64(&inputs, &mut whole, &mut tail));
+            dispatch(isa, UnshiftedTerms(&inputs, &mut whole, &mut tail));
             for ((&x, &a), &b) in inputs.iter().zip(&whole).zip(&tail) {
                 let exact = super::super::real::times_exp_neg(1.0, -x);
                 for got in [a, b] {
